@@ -1,0 +1,1 @@
+"""bltdiff: fast sampling of byte-level masked diffusion LMs over BLT patches."""

@@ -1,0 +1,78 @@
+"""Checkpoints with orbax: the train state and the data iterator, saved together.
+
+Layout of a run directory:
+  workdir/config.json           the run config (rebuilds the model for eval/sample)
+  workdir/checkpoints/<step>/state   params, optimizer state, step, RNG (orbax)
+  workdir/checkpoints/<step>/data    grain iterator state, one JSON per process
+Saving both in one checkpoint is what makes a resumed run see exactly the
+batches an uninterrupted run would have seen.
+"""
+
+import json
+import os
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from bltdiff.errors import BltdiffError
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def save_config(config, workdir: str):
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise BltdiffError(f'no trained run in {workdir}: {path} is missing')
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def make_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+  return ocp.CheckpointManager(
+      checkpoint_dir(workdir), options=options,
+      item_handlers={'state': ocp.StandardCheckpointHandler(),
+                     'data': grain.checkpoint.CheckpointHandler()})
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, data_iterator=None):
+  items = {'state': ocp.args.StandardSave(state)}
+  if data_iterator is not None:
+    items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+  manager.save(step, args=ocp.args.Composite(**items))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state, data_iterator=None, step=None):
+  """Restores (state, step) into the shapes and shardings of abstract_state and,
+  if given, rewinds data_iterator in place. Returns (None, 0) without a checkpoint."""
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return None, 0
+  items = {'state': ocp.args.StandardRestore(abstract_state)}
+  if data_iterator is not None:
+    items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+  restored = manager.restore(step, args=ocp.args.Composite(**items))
+  return restored['state'], step
+
+
+def restore_params(workdir: str, step=None):
+  """(config, params) of the latest (or given) checkpoint of a run, on the
+  default device layout. This is how other tools load a trained model: the
+  entropy model for patching, the evaluator for sample quality."""
+  from bltdiff import train  # train imports this module
+  config = load_config(workdir)
+  state, _, loaded_step = train.restore_state_for_inference(config, workdir, step)
+  if state is None:
+    raise BltdiffError(f'no checkpoint in {checkpoint_dir(workdir)}')
+  return config, state.params

@@ -1,0 +1,72 @@
+"""Validation of run configs: a bad value stops the run with a one-line error
+that names the field, before anything is compiled or read."""
+
+from bltdiff import models
+from bltdiff.errors import ConfigError
+from bltdiff.schedules import SCHEDULES
+
+MODES = ('train', 'eval', 'sample')
+
+
+def _require(condition: bool, message: str):
+  if not condition:
+    raise ConfigError(message)
+
+
+def _positive_int(config, path: str, allow_zero: bool = False):
+  value = config
+  for part in path.split('.'):
+    value = value[part]
+  ok = isinstance(value, int) and not isinstance(value, bool) and (
+      value >= 0 if allow_zero else value > 0)
+  _require(ok, f'{path}: must be a {"non-negative" if allow_zero else "positive"} integer, '
+           f'got {value!r}')
+
+
+def validate(config, num_batch_shards: int = 1):
+  """Raises ConfigError for the first bad field. num_batch_shards: devices the
+  global batch is split over (processes x data x fsdp)."""
+  model_cls = models.model_class(config.model.kind)
+  m = config.model
+  _positive_int(config, 'model.dim')
+  _positive_int(config, 'model.num_layers')
+  _positive_int(config, 'model.num_heads')
+  _positive_int(config, 'model.mlp_dim')
+  _require(m.dim % m.num_heads == 0 and (m.dim // m.num_heads) % 2 == 0,
+           f'model.dim: {m.dim} must split into model.num_heads={m.num_heads} heads of even '
+           f'size (RoPE rotates pairs)')
+  if 'schedule' in m:
+    _require(m.schedule in SCHEDULES,
+             f'model.schedule: unknown schedule {m.schedule!r}; expected one of {SCHEDULES}')
+  _require(m.get('dtype', 'float32') in ('float32', 'bfloat16'),
+           f'model.dtype: expected float32 or bfloat16, got {m.get("dtype")!r}')
+
+  _positive_int(config, 'data.seq_len')
+  _require(config.data.seq_len >= 2, f'data.seq_len: must be at least 2, got {config.data.seq_len}')
+
+  t = config.train
+  _positive_int(config, 'train.num_steps', allow_zero=True)
+  _positive_int(config, 'train.batch_size')
+  _require(t.batch_size % num_batch_shards == 0,
+           f'train.batch_size: {t.batch_size} is not divisible by the {num_batch_shards} '
+           f'devices the batch is split over (processes x mesh.data x mesh.fsdp)')
+  _require(t.learning_rate > 0, f'train.learning_rate: must be positive, got {t.learning_rate}')
+  _positive_int(config, 'train.warmup_steps', allow_zero=True)
+  for field in ('log_every', 'eval_every', 'sample_every', 'checkpoint_every', 'eval_batches',
+                'keep_checkpoints', 'grad_accum_steps'):
+    _positive_int(config, f'train.{field}')
+
+  s = config.sample
+  _positive_int(config, 'sample.steps')
+  _positive_int(config, 'sample.num_samples')
+  _require(0.0 < s.top_p <= 1.0, f'sample.top_p: must be in (0, 1], got {s.top_p}')
+  block = s.get('block_length', 0)
+  _require(isinstance(block, int) and block >= 0,
+           f'sample.block_length: must be a non-negative integer, got {block!r}')
+  if block:
+    _require(config.data.seq_len % block == 0,
+             f'data.seq_len: {config.data.seq_len} is not a multiple of sample.block_length='
+             f'{block} (semi-autoregressive blocks must tile the context)')
+
+  if hasattr(model_cls, 'validate'):
+    model_cls.validate(config)

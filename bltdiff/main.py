@@ -1,0 +1,88 @@
+r"""bltdiff's one entry point.
+
+  python -m bltdiff.main --config=configs/demo.py --workdir=runs/demo [--mode=train|eval|sample]
+                         [--config.train.num_steps=1000 ...]
+
+train (default): trains, evaluates and writes samples periodically, resuming
+  from the latest checkpoint in --workdir if there is one.
+eval: bits per byte of the latest checkpoint on the validation split.
+sample: samples from the latest checkpoint (see bltdiff/generate.py for flags).
+"""
+
+import json
+import logging as py_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from bltdiff import generate  # noqa: F401  (defines the sampling flags)
+from bltdiff.errors import BltdiffError
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config (a get_config() file).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples. '
+                               'Defaults to runs/<config file name>.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
+
+
+def default_workdir(config_path: str) -> str:
+  name = os.path.splitext(os.path.basename(config_path.split(':')[0]))[0]
+  return os.path.join('runs', name)
+
+
+def run_eval(config, workdir):
+  import jax
+  from bltdiff import train
+  from bltdiff.data import pipeline
+  state, model, step = train.restore_state_for_inference(config, workdir)
+  if state is None:
+    raise BltdiffError(f'--mode=eval: no checkpoint in {workdir}; train first')
+  mesh, *_ , shardings = train.setup(config, workdir)
+  prepared = pipeline.ensure_prepared(config.data, workdir)
+  from bltdiff import sharding
+  with sharding.activate(mesh):
+    metrics = train.evaluate(model, state.params, config, prepared, mesh,
+                             train.make_eval_step(model, mesh, shardings.params))
+  metrics['step'] = step
+  if jax.process_index() == 0:
+    print(json.dumps(metrics, indent=2))
+    with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
+      json.dump(metrics, f, indent=2)
+  return metrics
+
+
+class _QuietLibraries(py_logging.Filter):
+  """Drops INFO chatter of orbax and grain (dozens of lines per checkpoint);
+  their warnings and errors still show."""
+
+  def filter(self, record):
+    noisy = any(part in record.pathname for part in ('/orbax/', '/grain/', '/tensorstore/'))
+    return not (noisy and record.levelno < py_logging.WARNING)
+
+
+def main(argv):
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  try:
+    if _MODE.value == 'train':
+      from bltdiff import train
+      train.train_and_evaluate(config, workdir)
+    elif _MODE.value == 'eval':
+      run_eval(config, workdir)
+    else:
+      from bltdiff import generate
+      generate.run_sample_command(config, workdir)
+  except BltdiffError as e:
+    logging.flush()
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)
