@@ -34,14 +34,14 @@ def default_workdir(config_path: str) -> str:
 
 def run_eval(config, workdir):
   import jax
-  from bltdiff import train
-  from bltdiff.data import pipeline
+  from bltdiff import checkpointing, sharding, train
+  del config  # the trained run's own config decides the model and the data
+  config = checkpointing.load_config(workdir)
   state, model, step = train.restore_state_for_inference(config, workdir)
   if state is None:
     raise BltdiffError(f'--mode=eval: no checkpoint in {workdir}; train first')
-  mesh, *_ , shardings = train.setup(config, workdir)
-  prepared = pipeline.ensure_prepared(config.data, workdir)
-  from bltdiff import sharding
+  mesh, *_, shardings = train.setup(config, workdir)
+  config, prepared = train.prepare_run_data(config, workdir)
   with sharding.activate(mesh):
     metrics = train.evaluate(model, state.params, config, prepared, mesh,
                              train.make_eval_step(model, mesh, shardings.params))

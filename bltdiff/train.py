@@ -184,6 +184,17 @@ def cost_flops(compiled) -> float:
   return float((analysis or {}).get('flops', 0.0))
 
 
+def prepare_run_data(config, workdir: str):
+  """(config, prepared_dir): the shards a run reads. A model class may define
+  `prepare_data(config, workdir) -> (config, prepared_dir)` to build its own
+  inputs first (latent MDLM: entropy model, threshold calibration, shards with
+  entropies) and return the config with what it resolved (e.g. the threshold)."""
+  cls = models.model_class(config.model.kind)
+  if hasattr(cls, 'prepare_data'):
+    return cls.prepare_data(config, workdir)
+  return config, pipeline.ensure_prepared(config.data, workdir)
+
+
 def setup(config, workdir: str):
   """What train, eval and sample share: mesh, model, optimizer, shardings."""
   mesh = sharding.make_mesh(config.mesh)
@@ -205,9 +216,10 @@ def restore_state_for_inference(config, workdir: str, step=None):
 
 def train_and_evaluate(config, workdir: str):
   """Trains config.model on config.data in workdir, resuming from its latest checkpoint."""
+  models.model_class(config.model.kind)  # an unknown kind fails before any data work
+  config, prepared_dir = prepare_run_data(config, workdir)
   mesh, model, tx, lr, abstract, shardings = setup(config, workdir)
   checkpointing.save_config(config, workdir)
-  prepared_dir = pipeline.ensure_prepared(config.data, workdir)
   per_process = config.train.batch_size // jax.process_count()
   train_iter = pipeline.make_iterator(
       config.data, prepared_dir, 'train', batch_size=per_process, seed=config.seed,
