@@ -18,13 +18,31 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bltdiff import generate  # noqa: F401  (defines the sampling flags)
+from bltdiff import config_checks
 from bltdiff.errors import BltdiffError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config (a get_config() file).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples. '
                                'Defaults to runs/<config file name>.')
+_STOP_AT = flags.DEFINE_integer('stop_at_step', None, 'Train: stop (with a checkpoint) after this '
+                                'step, keeping the schedule of train.num_steps; rerun to resume.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
+# Multi-process (multi-host) runs; see bltdiff/distributed.py and launch/README.md.
+_DISTRIBUTED = flags.DEFINE_enum(
+    'distributed', None, ['off', 'auto', 'explicit'],
+    'Start jax.distributed: auto = let JAX detect the cluster (TPU VM pods, SLURM, Open MPI); '
+    'explicit = use --coordinator_address/--num_processes/--process_id. Default: explicit when '
+    'a coordinator address and more than one process are given, else off (one process).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0 (env BLTDIFF_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Number of JAX processes (env BLTDIFF_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None,
+                                   'This process, in [0, num_processes) (env BLTDIFF_PROCESS_ID).')
+_LOCAL_DEVICES = flags.DEFINE_string('local_device_ids', None,
+                                     'Comma-separated device ids this process owns, e.g. one GPU per '
+                                     'process (env BLTDIFF_LOCAL_DEVICE_IDS). Default: all visible.')
 
 
 def default_workdir(config_path: str) -> str:
@@ -69,11 +87,19 @@ def main(argv):
   if _CONFIG.value is None:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
   config = _CONFIG.value
+  from bltdiff import distributed  # before any JAX computation
+  try:
+    distributed.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                           _PROCESS_ID.value, _LOCAL_DEVICES.value)
+  except ValueError as e:
+    raise app.UsageError(str(e))
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   try:
+    # Fail on a bad field before anything is compiled, read or logged.
+    config_checks.validate(config)
     if _MODE.value == 'train':
       from bltdiff import train
-      train.train_and_evaluate(config, workdir)
+      train.train_and_evaluate(config, workdir, stop_at_step=_STOP_AT.value)
     elif _MODE.value == 'eval':
       run_eval(config, workdir)
     else:

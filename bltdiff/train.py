@@ -48,8 +48,19 @@ def make_optimizer(train_config):
       optax.adamw(lr, b1=train_config.get('b1', 0.9), b2=train_config.get('b2', 0.99),
                   weight_decay=train_config.weight_decay,
                   mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
-  if train_config.get('grad_accum_steps', 1) > 1:
-    tx = optax.MultiSteps(tx, every_k_schedule=train_config.grad_accum_steps)
+  accum = train_config.get('grad_accum_steps', 1)
+  if accum > 1:
+    # Gradient accumulation: each train step is a micro-step on train.batch_size
+    # sequences; every accum-th step applies the mean gradient (effective batch
+    # accum x batch_size). Step counts in the config (num_steps, warmup_steps)
+    # stay in micro-steps, so the inner optimizer, which counts updates, reads
+    # the schedule at micro-step update * accum.
+    inner = optax.chain(
+        optax.clip_by_global_norm(train_config.grad_clip),
+        optax.adamw(lambda count: lr(count * accum), b1=train_config.get('b1', 0.9),
+                    b2=train_config.get('b2', 0.99), weight_decay=train_config.weight_decay,
+                    mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)))
+    tx = optax.MultiSteps(inner, every_k_schedule=accum)
   return tx, lr
 
 
@@ -105,7 +116,7 @@ def make_train_step(model, tx, lr_schedule, mesh, shardings, metric_names):
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                    learning_rate=lr_schedule(state.step))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
     return new_state, collection.single_from_model_output(**metrics)
@@ -177,11 +188,70 @@ def write_samples(model, params, config, workdir: str, step: int, key) -> str:
 
 
 def cost_flops(compiled) -> float:
-  """FLOPs of one call of a compiled function, from XLA's cost analysis."""
-  analysis = compiled.cost_analysis()
+  """FLOPs of one call of a compiled function, from XLA's cost analysis.
+
+  For a function partitioned over several devices this is the program one
+  device runs (XLA analyses the per-device module), i.e. FLOPs per device."""
+  try:
+    analysis = compiled.cost_analysis()
+  except Exception:  # some backends do not implement it  # pylint: disable=broad-except
+    return 0.0
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0] if analysis else {}
   return float((analysis or {}).get('flops', 0.0))
+
+
+# Dense bf16 peak FLOP/s per JAX device (no sparsity), by `device_kind`, from the
+# vendors' data sheets. A TPU v2/v3 JAX device is one core (half a chip); v4 and
+# later present one device per chip (megacore). Matching is by substring, longest
+# key first, case-insensitive.
+PEAK_FLOPS_BF16 = {
+    'TPU v2': 22.5e12,
+    'TPU v3': 61.5e12,
+    'TPU v4': 275e12,
+    'TPU v4 lite': 137.5e12,  # v4i
+    'TPU v5 lite': 197e12,    # v5e
+    'TPU v5e': 197e12,
+    'TPU v5p': 459e12,
+    'TPU v5': 459e12,         # v5p reports 'TPU v5'
+    'TPU v6 lite': 918e12,    # Trillium (v6e)
+    'TPU v6e': 918e12,
+    'TPU7x': 2307e12,         # Ironwood, per chip
+    'H100': 989e12,           # SXM; PCIe parts are lower
+    'H100 PCIe': 756e12,
+    'H200': 989e12,
+    'GH200': 989e12,
+    'H20': 148e12,
+    'B200': 2250e12,
+    'GB200': 2500e12,
+    'A100': 312e12,
+    'A10G': 70e12,  # 'NVIDIA A10G' (AWS); tensor-core dense bf16 ~ 70 TFLOP/s
+    'L4': 121e12,
+    'L40S': 362e12,
+    'V100': 125e12,  # fp16 tensor cores (no bf16)
+}
+
+
+def peak_flops_per_device(config_value: float = 0.0, device_kind: str | None = None) -> float:
+  """Peak FLOP/s of one device for MFU: the config value if positive, else the
+  table entry for `device_kind` (default: that of jax.devices()[0]), else 0
+  (unknown, e.g. CPU: MFU is then not logged)."""
+  if config_value and config_value > 0:
+    return float(config_value)
+  kind = (device_kind if device_kind is not None else jax.devices()[0].device_kind).lower()
+  for key in sorted(PEAK_FLOPS_BF16, key=len, reverse=True):
+    if key.lower() in kind:
+      return PEAK_FLOPS_BF16[key]
+  return 0.0
+
+
+def mfu(flops_per_device_step: float, steps: int, seconds: float, peak: float) -> float:
+  """Model FLOPs utilization: achieved / peak, both per device. flops_per_device_step
+  is `cost_flops` of the compiled step (XLA counts what is executed, so remat or
+  recomputation counts too: strictly, hardware FLOPs utilization)."""
+  if not (flops_per_device_step and peak and seconds > 0):
+    return 0.0
+  return steps * flops_per_device_step / seconds / peak
 
 
 def prepare_run_data(config, workdir: str):
@@ -214,8 +284,11 @@ def restore_state_for_inference(config, workdir: str, step=None):
   return state, model, step
 
 
-def train_and_evaluate(config, workdir: str):
-  """Trains config.model on config.data in workdir, resuming from its latest checkpoint."""
+def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
+  """Trains config.model on config.data in workdir, resuming from its latest checkpoint.
+
+  stop_at_step: end this process after that step (with a checkpoint), as a
+  preempted or time-boxed job would; the schedule still spans train.num_steps."""
   models.model_class(config.model.kind)  # an unknown kind fails before any data work
   config, prepared_dir = prepare_run_data(config, workdir)
   mesh, model, tx, lr, abstract, shardings = setup(config, workdir)
@@ -242,13 +315,18 @@ def train_and_evaluate(config, workdir: str):
     step_fn = make_train_step(model, tx, lr, mesh, shardings, train_metric_names(model, config))
     eval_step = make_eval_step(model, mesh, shardings.params)
     compiled, flops_per_step = None, 0.0
+    peak = peak_flops_per_device(config.train.get('peak_flops_per_device', 0.0))
     train_metrics, last_log = None, (time.time(), start_step)
     sample_key = jax.random.PRNGKey(config.seed + 1)
-    for step in range(start_step + 1, num_steps + 1):
+    last_step = num_steps if stop_at_step is None else min(stop_at_step, num_steps)
+    for step in range(start_step + 1, last_step + 1):
       batch = sharding.global_batch(next(train_iter), mesh)
       if compiled is None:
         compiled = step_fn.lower(state, batch).compile()
         flops_per_step = cost_flops(compiled)
+        logging.info('train step: %.3g FLOPs per device (XLA cost analysis); peak %.3g FLOP/s '
+                     'per device (%s)%s', flops_per_step, peak, jax.devices()[0].device_kind,
+                     '' if peak else ': MFU not logged (set train.peak_flops_per_device)')
       state, metrics = compiled(state, batch)
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
       report_progress(step)
@@ -258,9 +336,10 @@ def train_and_evaluate(config, workdir: str):
         elapsed = time.time() - last_log[0]
         steps_done = step - last_log[1]
         summary['bytes_per_s'] = steps_done * config.train.batch_size * config.data.seq_len / elapsed
-        if flops_per_step and config.train.get('peak_flops_per_device', 0):
-          achieved = steps_done * flops_per_step / elapsed
-          summary['mfu'] = achieved / (config.train.peak_flops_per_device * jax.device_count())
+        summary['bytes_per_s_per_device'] = summary['bytes_per_s'] / jax.device_count()
+        if flops_per_step and peak:
+          # cost_flops is per device (the partitioned program), so is the peak.
+          summary['mfu'] = mfu(flops_per_step, steps_done, elapsed, peak)
         writer.write_scalars(step, summary)
         train_metrics, last_log = None, (time.time(), step)
 
@@ -273,7 +352,7 @@ def train_and_evaluate(config, workdir: str):
           path = write_samples(model, state.params, config, workdir, step,
                                jax.random.fold_in(sample_key, step))
           logging.info('samples written to %s', path)
-      if step % config.train.checkpoint_every == 0 or step == num_steps:
+      if step % config.train.checkpoint_every == 0 or step == last_step:
         checkpointing.save(manager, step, state, train_iter)
   manager.wait_until_finished()
   writer.flush()
