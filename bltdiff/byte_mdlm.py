@@ -113,39 +113,83 @@ class ByteMDLM:
     loss = jnp.mean(per_seq) / x.shape[1]
     return loss, {'loss': loss, 'bpb': loss / math.log(2.0)}
 
-  samplers = ('ancestral', 'cached')
+  samplers = ('ancestral', 'cached', 'adaptive', 'confidence')
 
   def sample(self, params, key, *, num_samples: int, length: int, steps: int,
-             sampler: str = 'cached', top_p: float = 1.0, prefix=None):
+             sampler: str = 'cached', top_p: float = 1.0, prefix=None, suffix=None,
+             **options):
     """Draws [num_samples, length] int32 in [0, NUM_DATA_SYMBOLS) and stats.
 
-    sampler: 'ancestral' (a network call every step) or 'cached' (no call
-    after a step that revealed nothing; same output for the same key).
-    prefix: optional int array [prefix_len] kept visible at the start (prompt)."""
+    sampler: 'ancestral' (a network call every step), 'cached' (no call after a
+    step that revealed nothing; same output for the same key), 'adaptive'
+    (entropy-adaptive step count; options adaptive_alpha, min_steps,
+    max_steps) or 'confidence' (options confidence_threshold, min_steps,
+    max_steps). prefix / suffix: int arrays kept visible at the start / end
+    (prompting and infilling: the gap between them is generated)."""
     if sampler not in self.samplers:
       raise ConfigError(f'sample.sampler: byte_mdlm has samplers {self.samplers}, got {sampler!r}')
-    cached = sampler == 'cached'
-    z = jnp.full((num_samples, length), vocab.MASK, jnp.int32)
-    if prefix is not None:
-      prefix = jnp.asarray(prefix, jnp.int32)
-      z = z.at[:, :prefix.shape[0]].set(prefix[None, :])
-    run = _byte_mdlm_sampler(self, steps, cached, top_p)
+    z = template(num_samples, length, prefix, suffix)
+    run = _byte_mdlm_sampler(self, sampler, steps, top_p, _freeze(options))
     tokens, stats = samplers.run_with_x64(run, params, key, z)
-    return np.asarray(tokens), {k: int(v) for k, v in stats._asdict().items()}
+    return np.asarray(tokens), stats_to_python(stats)
+
+
+def template(num_samples: int, length: int, prefix=None, suffix=None):
+  """[num_samples, length] int32: MASK everywhere but the given prefix and suffix."""
+  prefix = np.zeros((0,), np.int32) if prefix is None else np.asarray(prefix, np.int32)
+  suffix = np.zeros((0,), np.int32) if suffix is None else np.asarray(suffix, np.int32)
+  gap = length - len(prefix) - len(suffix)
+  if gap <= 0:
+    raise ConfigError(f'prompt: {len(prefix)} + {len(suffix)} given bytes leave no gap to '
+                      f'generate in {length} positions')
+  row = np.concatenate([prefix, np.full((gap,), vocab.MASK, np.int32), suffix])
+  return jnp.asarray(np.tile(row, (num_samples, 1)))
+
+
+def stats_to_python(stats: samplers.SamplerStats) -> dict:
+  row_steps = np.asarray(stats.row_steps)
+  return {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
+          'mean_row_steps': float(row_steps.mean()) if row_steps.size else 0.0}
+
+
+def _freeze(options: dict) -> tuple:
+  return tuple(sorted(options.items()))
+
+
+def categorical_scores(log_probs, proposal):
+  """(entropy [b, n] in nats, log-prob of the proposal [b, n]) of a categorical."""
+  entropy = -jnp.sum(jnp.where(jnp.isfinite(log_probs), jnp.exp(log_probs) * log_probs, 0.0), -1)
+  confidence = jnp.take_along_axis(log_probs, proposal[..., None], axis=-1)[..., 0]
+  return entropy, confidence
 
 
 @functools.lru_cache(maxsize=32)  # one compilation per (model, options)
-def _byte_mdlm_sampler(model: ByteMDLM, steps: int, cached: bool, top_p: float):
+def _byte_mdlm_sampler(model: ByteMDLM, sampler: str, steps: int, top_p: float,
+                       options: tuple):
   """A jitted (params, key, z_init) -> (tokens, SamplerStats) for fixed options."""
+  opts = dict(options)
+  min_steps = int(opts.get('min_steps', 1))
+  max_steps = int(opts.get('max_steps', steps))
 
   @jax.jit
   def run(params, key, z):
-    return samplers.sample_masked(
-        key, z,
-        predict=lambda z: model.log_probs(params, z),
-        propose=lambda k, lp, z: samplers.gumbel_argmax(k, samplers.top_p_filter(lp, top_p)),
-        commit=lambda z, proposal, unmask: jnp.where(unmask, proposal, z),
-        masked=lambda z: z == vocab.MASK,
-        schedule=model.schedule, num_steps=steps, cached=cached)
+    predict = lambda z: samplers.top_p_filter(model.log_probs(params, z), top_p)
+    propose = lambda k, lp, z: samplers.gumbel_argmax(k, lp)
+    commit = lambda z, proposal, unmask: jnp.where(unmask, proposal, z)
+    masked = lambda z: z == vocab.MASK
+    if sampler in ('ancestral', 'cached'):
+      return samplers.sample_masked(
+          key, z, predict=predict, propose=propose, commit=commit, masked=masked,
+          schedule=model.schedule, num_steps=steps, cached=sampler == 'cached')
+    if sampler == 'adaptive':
+      choose = samplers.entropy_adaptive_select(
+          float(opts.get('adaptive_alpha', 1.0)), min_steps, max_steps)
+    else:
+      choose = samplers.confidence_select(
+          float(opts.get('confidence_threshold', 0.9)), min_steps, max_steps)
+    return samplers.sample_adaptive(
+        key, z, predict=predict, propose=propose, commit=commit, masked=masked,
+        scores=lambda lp, proposal, z: categorical_scores(lp, proposal), choose=choose,
+        max_steps=max_steps)
 
   return run

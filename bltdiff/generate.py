@@ -1,8 +1,15 @@
 """The sampling command: --mode=sample.
 
   python -m bltdiff.main --config=configs/demo.py --workdir=runs/demo --mode=sample \
-      [--sampler=cached] [--steps=128] [--num_samples=4] [--prompt="def "] \
-      [--prompt_file=F] [--output=samples] [--top_p=0.9] [--seed=0]
+      [--sampler=cached|ancestral|adaptive|confidence] [--steps=128] [--num_samples=4] \
+      [--prompt="def " | --prompt_file=F] [--suffix="return x" | --suffix_file=F] [--gap=64] \
+      [--total_length=1024] [--output=samples] [--top_p=0.9] [--seed=0]
+
+Prompting: the prompt's bytes stay visible at the start. Infilling: with a
+suffix, the samples are prompt + gap + suffix, and only the gap (--gap bytes,
+default: the rest of the context) is generated. --total_length beyond the
+context generates semi-autoregressively: blocks of sample.block_length bytes
+(default half the context), each conditioned on the previous context.
 
 Writes OUTPUT.npy (the tokens, lossless: bytes and document boundaries),
 OUTPUT.bin (the samples' raw bytes, concatenated, boundaries dropped) and
@@ -10,6 +17,7 @@ OUTPUT.txt (readable; invalid UTF-8 shown replaced), and prints the number of
 network calls, the wall time and bytes/s of the run.
 """
 
+import functools
 import os
 import time
 
@@ -27,17 +35,39 @@ _LENGTH = flags.DEFINE_integer('length', None, 'Bytes per sample (default: data.
 _PROMPT = flags.DEFINE_string('prompt', None, 'Text the samples start with.')
 _PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'File whose bytes the samples start with.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Output path prefix (default: WORKDIR/samples/sample).')
+_SUFFIX = flags.DEFINE_string('suffix', None, 'Infilling: text that follows the generated gap.')
+_SUFFIX_FILE = flags.DEFINE_string('suffix_file', None, 'Infilling: file whose bytes follow the gap.')
+_GAP = flags.DEFINE_integer('gap', None, 'Infilling: bytes to generate between prompt and suffix.')
+_TOTAL_LENGTH = flags.DEFINE_integer('total_length', None, 'Bytes per sample beyond the context: '
+                                     'generated in semi-autoregressive blocks.')
+_ADAPTIVE_ALPHA = flags.DEFINE_float('adaptive_alpha', None, 'adaptive: steps per nat of entropy.')
+_MIN_STEPS = flags.DEFINE_integer('min_steps', None, 'adaptive/confidence: fewest steps.')
+_MAX_STEPS = flags.DEFINE_integer('max_steps', None, 'adaptive/confidence: most steps.')
+_CONFIDENCE = flags.DEFINE_float('confidence_threshold', None, 'confidence: reveal above this prob.')
 _TOP_P = flags.DEFINE_float('top_p', None, 'Nucleus sampling mass (default: config.sample.top_p).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
-def read_prompt(prompt: str | None, prompt_file: str | None) -> bytes | None:
-  """The prompt's raw bytes, or None. An empty prompt means no prompt."""
+SAMPLER_OPTIONS = ('adaptive_alpha', 'min_steps', 'max_steps', 'confidence_threshold')
+
+
+def sampler_options(sample_config, overrides: dict | None = None) -> dict:
+  """The sampler-specific options of config.sample, with command-line overrides."""
+  options = {k: sample_config[k] for k in SAMPLER_OPTIONS if k in sample_config}
+  options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+  return options
+
+
+def read_prompt(prompt: str | None, prompt_file: str | None, name: str = 'prompt') -> bytes | None:
+  """The raw bytes of --{name} or --{name}_file, or None; empty means none.
+
+  Text given on the command line is encoded as UTF-8 (undecodable bytes that
+  the shell passed through are kept as they were)."""
   if prompt is not None and prompt_file is not None:
-    raise ConfigError('--prompt and --prompt_file: give at most one')
+    raise ConfigError(f'--{name} and --{name}_file: give at most one')
   if prompt_file is not None:
     if not os.path.isfile(prompt_file):
-      raise BltdiffError(f'--prompt_file: {prompt_file} does not exist')
+      raise BltdiffError(f'--{name}_file: {prompt_file} does not exist')
     with open(prompt_file, 'rb') as f:
       data = f.read()
   elif prompt is not None:
@@ -47,10 +77,36 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> bytes | None:
   return data or None
 
 
-def check_prompt(prompt: bytes | None, length: int):
-  if prompt is not None and len(prompt) >= length:
-    raise ConfigError(f'--prompt: {len(prompt)} bytes leave no room in a sample of {length} '
-                      f'bytes; shorten the prompt or raise --length')
+def check_prompt(prompt: bytes | None, suffix: bytes | None, length: int):
+  given = len(prompt or b'') + len(suffix or b'')
+  if given >= length:
+    raise ConfigError(f'--prompt: {given} given bytes (prompt + suffix) leave no room in a '
+                      f'sample of {length} bytes; shorten them or raise --length/--gap')
+
+
+def as_tokens(data: bytes | None):
+  return None if data is None else np.frombuffer(data, np.uint8).astype(np.int32)
+
+
+def semi_autoregressive(sample_fn, prompt, total_length: int, context: int, block: int):
+  """Samples of total_length bytes (> context) in blocks: each call of
+  sample_fn(prefix, length) -> (tokens [num_samples, length], stats) keeps the
+  last context − block bytes visible and generates `block` new ones. With
+  several samples, each block continues every row from its own history, so
+  the rows share a prefix length and the call is batched.
+  Returns (tokens [num_samples, total_length], summed stats)."""
+  if not 0 < block < context:
+    raise ConfigError(f'sample.block_length: {block} must be in (0, {context}) for '
+                      f'--total_length beyond the context')
+  tokens, stats = sample_fn(prompt, context)
+  totals = dict(stats)
+  while tokens.shape[1] < total_length:
+    keep = tokens[:, -(context - block):]
+    new, stats = sample_fn(keep, context, batched_prefix=True)
+    tokens = np.concatenate([tokens, new[:, keep.shape[1]:]], axis=1)
+    for k, v in stats.items():
+      totals[k] = totals.get(k, 0) + v
+  return tokens[:, :total_length], totals
 
 
 def run_sample_command(config, workdir: str):
@@ -73,19 +129,48 @@ def run_sample_command(config, workdir: str):
     raise ConfigError(f'--length: {length} exceeds the model context data.seq_len='
                       f'{config.data.seq_len}')
   prompt = read_prompt(_PROMPT.value, _PROMPT_FILE.value)
-  check_prompt(prompt, length)
+  suffix = read_prompt(_SUFFIX.value, _SUFFIX_FILE.value, name='suffix')
+  if _GAP.value is not None:
+    if _GAP.value <= 0:
+      raise ConfigError(f'--gap: must be positive, got {_GAP.value}')
+    length = len(prompt or b'') + _GAP.value + len(suffix or b'')
+    if length > config.data.seq_len:
+      raise ConfigError(f'--gap: prompt + gap + suffix = {length} bytes exceed the context '
+                        f'data.seq_len={config.data.seq_len}')
+  check_prompt(prompt, suffix, length)
+  total_length = _TOTAL_LENGTH.value
+  if total_length is not None and suffix is not None:
+    raise ConfigError('--total_length: semi-autoregressive generation takes no --suffix')
 
   state, model, step = train.restore_state_for_inference(config, workdir)
   if state is None:
     raise BltdiffError(f'--mode=sample: no checkpoint in {workdir}; train first')
-  prefix = None if prompt is None else np.frombuffer(prompt, np.uint8).astype(np.int32)
-  kwargs = dict(num_samples=num_samples, length=length, steps=steps, sampler=sampler,
-                top_p=top_p, prefix=prefix)
+  options = sampler_options(s, dict(adaptive_alpha=_ADAPTIVE_ALPHA.value, min_steps=_MIN_STEPS.value,
+                                    max_steps=_MAX_STEPS.value,
+                                    confidence_threshold=_CONFIDENCE.value))
   key = jax.random.PRNGKey(_SEED.value)
-  # First call compiles; the timed call is the second, with a different key.
-  model.sample(state.params, jax.random.fold_in(key, 1), **kwargs)
+
+  def sample_fn(prefix, n, batched_prefix=False, key=key):
+    common = dict(num_samples=num_samples, length=n, steps=steps, sampler=sampler, top_p=top_p,
+                  **options)
+    if not batched_prefix:
+      return model.sample(state.params, key, prefix=prefix, suffix=as_tokens(suffix), **common)
+    # Rows continue from different histories: one call per row, keys folded per row.
+    rows = [model.sample(state.params, jax.random.fold_in(key, 1000 + i), prefix=row,
+                         **dict(common, num_samples=1)) for i, row in enumerate(prefix)]
+    return np.concatenate([r[0] for r in rows]), {
+        k: sum(r[1][k] for r in rows) / len(rows) for k in rows[0][1]}
+
+  def run(key):
+    fn = functools.partial(sample_fn, key=key)
+    if total_length is not None and total_length > length:
+      block = s.get('block_length', 0) or config.data.seq_len // 2
+      return semi_autoregressive(fn, as_tokens(prompt), total_length, length, block)
+    return fn(as_tokens(prompt), length)
+
+  run(jax.random.fold_in(key, 1))  # compiles; the timed call below uses `key`
   start = time.perf_counter()
-  tokens, stats = model.sample(state.params, key, **kwargs)
+  tokens, stats = run(key)
   wall = time.perf_counter() - start
 
   out = _OUTPUT.value or os.path.join(workdir, 'samples', 'sample')
@@ -95,7 +180,7 @@ def run_sample_command(config, workdir: str):
     f.write(b''.join(text.to_bytes(row) for row in tokens))
   with open(out + '.txt', 'w', encoding='utf-8') as f:
     f.write(text.render_samples(tokens))
-  generated = num_samples * (length - (0 if prefix is None else len(prefix)))
+  generated = num_samples * (tokens.shape[1] - len(prompt or b'') - len(suffix or b''))
   print(text.render_samples(tokens))
   print(f'checkpoint step {step} | sampler {sampler} | steps {stats["steps"]} | '
         f'network calls {stats["latent_calls"]} | wall {wall:.3f}s | '

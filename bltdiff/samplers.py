@@ -19,6 +19,7 @@ under `with jax.enable_x64(True):` (see `run_with_x64`) so float64 exists inside
 """
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -60,7 +61,8 @@ def top_p_filter(log_probs, top_p: float):
 
 class SamplerStats(NamedTuple):
   latent_calls: jax.Array  # int32 [], network calls actually made (same for the batch)
-  steps: jax.Array  # int32 [], denoising steps taken
+  steps: jax.Array  # int32 [], denoising steps taken (loop iterations for the batch)
+  row_steps: jax.Array  # int32 [batch], steps in which each row revealed something
 
 
 def ancestral_unmask(key, masked, schedule: Schedule, t, s):
@@ -105,7 +107,7 @@ def sample_masked(key, state, *, predict: Callable, propose: Callable, commit: C
     new_state = commit(state, proposal, unmask)
     # The prediction stays valid while nothing was revealed.
     fresh = ~jnp.any(unmask)
-    return (new_state, prediction, fresh, calls), None
+    return (new_state, prediction, fresh, calls), jnp.any(unmask, axis=-1)
 
   if cached:  # the first prediction is always needed; it counts as one call
     init = (state, predict(state), jnp.array(True), jnp.array(1, jnp.int32))
@@ -113,5 +115,115 @@ def sample_masked(key, state, *, predict: Callable, propose: Callable, commit: C
     placeholder = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                                jax.eval_shape(predict, state))
     init = (state, placeholder, jnp.array(False), jnp.array(0, jnp.int32))
-  (state, _, _, calls), _ = jax.lax.scan(step, init, jnp.arange(num_steps, dtype=jnp.int32))
-  return state, SamplerStats(latent_calls=calls, steps=jnp.array(num_steps, jnp.int32))
+  (state, _, _, calls), revealed = jax.lax.scan(step, init, jnp.arange(num_steps, dtype=jnp.int32))
+  return state, SamplerStats(latent_calls=calls, steps=jnp.array(num_steps, jnp.int32),
+                             row_steps=jnp.sum(revealed, axis=0).astype(jnp.int32))
+
+
+# ---------------------------------------------------------------------------
+# Data-dependent samplers: the number of steps depends on what is generated.
+
+
+def rank_among_masked(score, masked):
+  """Rank [batch, units] of each masked unit by ascending score (0 = lowest);
+  visible units rank after all masked ones."""
+  keyed = jnp.where(masked, score.astype(jnp.float32), jnp.inf)
+  order = jnp.argsort(keyed, axis=-1)
+  return jnp.argsort(order, axis=-1).astype(jnp.int32)
+
+
+def reveal_lowest(score, masked, count):
+  """Reveals the `count` [batch] masked units with the lowest score."""
+  return masked & (rank_among_masked(score, masked) < count[:, None])
+
+
+def entropy_budget_count(entropy, masked, budget):
+  """EB-sampler rule: per row, the size of the largest set of lowest-entropy
+  masked units whose summed entropy stays within budget [batch]; at least 1
+  while anything is masked. entropy: [batch, units] (nats)."""
+  keyed = jnp.where(masked, entropy.astype(jnp.float32), jnp.inf)
+  cum = jnp.cumsum(jnp.sort(keyed, axis=-1), axis=-1)
+  count = jnp.sum(cum <= budget[:, None], axis=-1)
+  return jnp.where(jnp.any(masked, -1), jnp.maximum(count, 1), 0).astype(jnp.int32)
+
+
+def step_count_bounds(num_masked, step, min_steps: int, max_steps: int):
+  """(lowest, highest) number of units to reveal at `step` [batch] so that the
+  sampler ends within max_steps and takes at least min_steps."""
+  num_masked = num_masked.astype(jnp.int32)
+  left_max = jnp.maximum(max_steps - step, 1)
+  left_min = jnp.maximum(min_steps - step, 1)
+  lowest = -(-num_masked // left_max)  # ceil
+  highest = jnp.where(step >= min_steps, num_masked, -(-num_masked // left_min))
+  return lowest, highest
+
+
+def entropy_adaptive_select(alpha: float, min_steps: int, max_steps: int):
+  """The entropy-adaptive schedule: T = clip(⌈α·H⌉, min_steps, max_steps), where
+  H is the summed entropy estimate of all masked units at the first step; each
+  step reveals the largest low-entropy set within the budget H / T (so easy
+  text, whose entropy falls as it fills in, takes fewer steps than T, and hard
+  text up to max_steps).
+
+  Returns choose(step, masked, entropy, confidence, budget) -> (reveal, budget),
+  where budget [batch] is set on the first step."""
+
+  def choose(step, masked, entropy, confidence, budget):
+    del confidence
+    total = jnp.sum(jnp.where(masked, entropy, 0.0), axis=-1)
+    target = jnp.clip(jnp.ceil(alpha * total), min_steps, max_steps)
+    budget = jnp.where(step == 0, total / target, budget)
+    count = entropy_budget_count(entropy, masked, budget)
+    lowest, highest = step_count_bounds(jnp.sum(masked, -1), step, min_steps, max_steps)
+    count = jnp.clip(count, lowest, highest)
+    return reveal_lowest(entropy, masked, count), budget
+
+  return choose
+
+
+def confidence_select(threshold: float, min_steps: int, max_steps: int):
+  """Fast-dLLM style: reveal every masked unit whose proposal's probability
+  exceeds `threshold` (at least one, the most confident), within the step bounds."""
+  log_threshold = math.log(threshold)
+
+  def choose(step, masked, entropy, confidence, budget):
+    del entropy
+    count = jnp.sum(masked & (confidence > log_threshold), axis=-1)
+    lowest, highest = step_count_bounds(jnp.sum(masked, -1), step, min_steps, max_steps)
+    count = jnp.clip(jnp.maximum(count, 1), lowest, highest)
+    return reveal_lowest(-confidence, masked, count), budget
+
+  return choose
+
+
+def sample_adaptive(key, state, *, predict: Callable, propose: Callable, commit: Callable,
+                    masked: Callable, scores: Callable, choose: Callable, max_steps: int):
+  """Unmasks until nothing is masked (lax.while_loop, at most max_steps steps).
+
+  scores(prediction, proposal, state) -> (entropy [batch, units] in nats,
+  confidence [batch, units] = log-prob of each proposal); choose is one of
+  entropy_adaptive_select / confidence_select. Every step reveals at least one
+  unit per unfinished row, so each step needs a fresh prediction: network
+  calls = steps. Returns (state, SamplerStats)."""
+  if max_steps <= 0:
+    raise ValueError(f'sample.max_steps must be positive, got {max_steps}')
+  batch = masked(state).shape[0]
+
+  def cond(carry):
+    state, step, *_ = carry
+    return jnp.any(masked(state)) & (step < max_steps)
+
+  def body(carry):
+    state, step, budget, row_steps = carry
+    prediction = predict(state)
+    proposal = propose(jax.random.fold_in(key, step), prediction, state)
+    entropy, confidence = scores(prediction, proposal, state)
+    is_masked = masked(state)
+    reveal, budget = choose(step, is_masked, entropy, confidence, budget)
+    row_steps = row_steps + jnp.any(reveal, axis=-1).astype(jnp.int32)
+    return commit(state, proposal, reveal), step + 1, budget, row_steps
+
+  init = (state, jnp.array(0, jnp.int32), jnp.zeros((batch,), jnp.float32),
+          jnp.zeros((batch,), jnp.int32))
+  state, steps, _, row_steps = jax.lax.while_loop(cond, body, init)
+  return state, SamplerStats(latent_calls=steps, steps=steps, row_steps=row_steps)
