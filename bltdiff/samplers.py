@@ -172,7 +172,7 @@ def entropy_adaptive_select(alpha: float, min_steps: int, max_steps: int):
     del confidence
     total = jnp.sum(jnp.where(masked, entropy, 0.0), axis=-1)
     target = jnp.clip(jnp.ceil(alpha * total), min_steps, max_steps)
-    budget = jnp.where(step == 0, total / target, budget)
+    budget = jnp.where(step == 0, total / target, budget).astype(jnp.float32)
     count = entropy_budget_count(entropy, masked, budget)
     lowest, highest = step_count_bounds(jnp.sum(masked, -1), step, min_steps, max_steps)
     count = jnp.clip(count, lowest, highest)
@@ -217,7 +217,7 @@ def sample_adaptive(key, state, *, predict: Callable, propose: Callable, commit:
     state, step, budget, row_steps = carry
     prediction = predict(state)
     proposal = propose(jax.random.fold_in(key, step), prediction, state)
-    entropy, confidence = scores(prediction, proposal, state)
+    entropy, confidence = (x.astype(jnp.float32) for x in scores(prediction, proposal, state))
     is_masked = masked(state)
     reveal, budget = choose(step, is_masked, entropy, confidence, budget)
     row_steps = row_steps + jnp.any(reveal, axis=-1).astype(jnp.int32)

@@ -106,3 +106,50 @@ def test_ancestral_marginals_match_a_known_distribution():
   expected = probs * tokens.size
   chi2 = float(((counts - expected) ** 2 / expected).sum())
   assert chi2 < 16.27, (counts, expected)  # 3 dof, p = 0.001
+
+
+def toy_adaptive_steps(probs, alpha=0.5, min_steps=2, max_steps=64, units=32):
+  """Steps the entropy-adaptive sampler takes when every unit has the
+  distribution `probs` (fixed, so its entropy is known)."""
+  lp = jnp.full((1, units, vocab.NUM_DATA_SYMBOLS), -jnp.inf).at[..., :len(probs)].set(
+      jnp.log(jnp.asarray(probs)))
+  choose = samplers.entropy_adaptive_select(alpha, min_steps, max_steps)
+
+  def run(key):
+    return samplers.sample_adaptive(
+        key, jnp.full((1, units), vocab.MASK, jnp.int32), predict=lambda z: lp,
+        propose=lambda k, l, z: samplers.gumbel_argmax(k, l),
+        commit=lambda z, p, u: jnp.where(u, p, z), masked=lambda z: z == vocab.MASK,
+        scores=lambda l, p, z: byte_mdlm.categorical_scores(l, p), choose=choose,
+        max_steps=max_steps)
+
+  tokens, stats = samplers.run_with_x64(jax.jit(run), jax.random.PRNGKey(0))
+  assert not (np.asarray(tokens) == vocab.MASK).any()
+  return int(stats.steps)
+
+
+def test_adaptive_takes_fewer_steps_on_low_entropy():
+  easy = toy_adaptive_steps([0.97, 0.01, 0.01, 0.01])
+  hard = toy_adaptive_steps([1 / 16] * 16)
+  assert 2 <= easy < hard <= 64, (easy, hard)
+
+
+def test_adaptive_and_confidence_respect_prompt_and_suffix(model_and_params):
+  model, params = model_and_params
+  prefix, suffix = np.array([1, 2, 3], np.int32), np.array([4, 5], np.int32)
+  for sampler, options in [('adaptive', dict(adaptive_alpha=0.2, max_steps=10)),
+                           ('confidence', dict(confidence_threshold=0.5, max_steps=10))]:
+    tokens, stats = model.sample(params, jax.random.PRNGKey(2), num_samples=2, length=24,
+                                 steps=10, sampler=sampler, prefix=prefix, suffix=suffix,
+                                 **options)
+    assert not (tokens == vocab.MASK).any()
+    assert (tokens[:, :3] == prefix).all() and (tokens[:, -2:] == suffix).all()
+    assert 1 <= stats['steps'] <= 10 and stats['latent_calls'] == stats['steps']
+
+
+def test_prompt_without_room_is_a_clear_error(model_and_params):
+  from bltdiff.errors import ConfigError
+  model, params = model_and_params
+  with pytest.raises(ConfigError, match='^prompt:'):
+    model.sample(params, jax.random.PRNGKey(0), num_samples=1, length=4, steps=2,
+                 prefix=np.arange(4))
