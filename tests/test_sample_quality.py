@@ -1,0 +1,37 @@
+"""Sample-quality measures on inputs whose answers are known."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from bltdiff import byte_ar, sample_quality, vocab
+
+
+def test_unigram_entropy_and_repeats():
+  assert sample_quality.unigram_entropy_bits([bytes(range(256))]) == 8.0
+  assert sample_quality.unigram_entropy_bits([b'aaaa']) == 0.0
+  assert sample_quality.repeated_ngram_fraction([bytes(range(64))]) == 0.0
+  looped = sample_quality.repeated_ngram_fraction([b'abcdefgh' * 10])
+  assert looped > 0.85
+
+
+def test_evaluator_bpb_matches_model_loss():
+  config = ml_collections.ConfigDict(dict(kind='byte_ar', dim=32, num_layers=1, num_heads=2,
+                                          mlp_dim=64))
+  model = byte_ar.ByteARModel(config)
+  tokens = np.random.RandomState(0).randint(0, 256, (4, 16)).astype(np.int32)
+  tokens[1, 5] = vocab.BOUNDARY
+  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.asarray(tokens)})
+  _, metrics = model.loss(params, {'tokens': jnp.asarray(tokens)}, jax.random.PRNGKey(0),
+                          train=False)
+  got = sample_quality.evaluator_bpb(model, params, list(tokens), seq_len=16, batch_size=3)
+  np.testing.assert_allclose(got, float(metrics['bpb']), rtol=1e-5)
+
+
+def test_compiled_flops_counts_a_matmul():
+  a = jnp.ones((8, 16)); b = jnp.ones((16, 4))
+  flops = sample_quality.compiled_flops(lambda x, y: x @ y, a, b)
+  assert math.isclose(flops, 2 * 8 * 16 * 4, rel_tol=0.1)
