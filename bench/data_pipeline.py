@@ -9,6 +9,7 @@ the bytes of the packed batches (batch_size · seq_len symbols per batch).
 The headline `mb_per_s` is in-process (workers=0: one core), batch 64 × 512.
 """
 
+import report  # bench/report.py: BENCHMARKS.md from the JSON files
 import json
 import sys
 import tempfile
@@ -70,7 +71,9 @@ def main():
             'batch_size': 64, 'seq_len': 512, 'corpus': 'builtin (16 MB of the Python stdlib)',
             'prepare_mb_per_s': round(prep_mb / prep_s, 1), 'rows': rows,
             'command': 'python bench/data_pipeline.py'}
+  result['machine'] = report.machine_description()
   (RESULTS / 'data_pipeline.json').write_text(json.dumps(result, indent=1))
+  report.write()  # BENCHMARKS.md is regenerated from the JSON
 
   import matplotlib
   matplotlib.use('Agg')

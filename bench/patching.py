@@ -22,6 +22,7 @@ undertrained; pass a properly trained one for representative boundaries.
 
 from __future__ import annotations
 
+import report  # bench/report.py: BENCHMARKS.md from the JSON files
 import argparse
 import json
 import os
@@ -177,7 +178,9 @@ def main() -> None:
              'entropy_rows_bytes_per_s: raw model rows of chunk_len bytes. Without '
              '--entropy_model the model is a briefly trained small one.'),
   )
+  out['machine'] = report.machine_description()
   (RESULTS / 'patching.json').write_text(json.dumps(out, indent=2))
+  report.write()  # BENCHMARKS.md is regenerated from the JSON
   plot(RESULTS / 'patching.png', rows, histograms, trace)
   print(f"wrote {RESULTS / 'patching.json'} and patching.png "
         f'in {time.time() - t_start:.0f} s')
