@@ -149,6 +149,7 @@ def template(num_samples: int, length: int, prefix=None, suffix=None):
 def stats_to_python(stats: samplers.SamplerStats) -> dict:
   row_steps = np.asarray(stats.row_steps)
   return {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
+          'proposals': int(stats.proposals),
           'mean_row_steps': float(row_steps.mean()) if row_steps.size else 0.0}
 
 

@@ -63,6 +63,7 @@ class SamplerStats(NamedTuple):
   latent_calls: jax.Array  # int32 [], network calls actually made (same for the batch)
   steps: jax.Array  # int32 [], denoising steps taken (loop iterations for the batch)
   row_steps: jax.Array  # int32 [batch], steps in which each row revealed something
+  proposals: jax.Array  # int32 [], steps that drew proposals (a decoder pass for latent MDLM)
 
 
 def ancestral_unmask(key, masked, schedule: Schedule, t, s):
@@ -103,7 +104,13 @@ def sample_masked(key, state, *, predict: Callable, propose: Callable, commit: C
     step_key = jax.random.fold_in(key, i)
     select_key, propose_key = jax.random.split(step_key)
     unmask = select(select_key, prediction, state, t, s)
-    proposal = propose(propose_key, prediction, state)
+    # Proposals only matter where something is revealed; a quiet step (most
+    # steps when num_steps exceeds the units) skips the draw, e.g. a whole
+    # local-decoder pass for latent MDLM.
+    blank = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                         jax.eval_shape(propose, propose_key, prediction, state))
+    proposal = jax.lax.cond(jnp.any(unmask), lambda: propose(propose_key, prediction, state),
+                            lambda: blank)
     new_state = commit(state, proposal, unmask)
     # The prediction stays valid while nothing was revealed.
     fresh = ~jnp.any(unmask)
@@ -117,7 +124,8 @@ def sample_masked(key, state, *, predict: Callable, propose: Callable, commit: C
     init = (state, placeholder, jnp.array(False), jnp.array(0, jnp.int32))
   (state, _, _, calls), revealed = jax.lax.scan(step, init, jnp.arange(num_steps, dtype=jnp.int32))
   return state, SamplerStats(latent_calls=calls, steps=jnp.array(num_steps, jnp.int32),
-                             row_steps=jnp.sum(revealed, axis=0).astype(jnp.int32))
+                             row_steps=jnp.sum(revealed, axis=0).astype(jnp.int32),
+                             proposals=jnp.sum(jnp.any(revealed, axis=1)).astype(jnp.int32))
 
 
 # ---------------------------------------------------------------------------
@@ -226,4 +234,5 @@ def sample_adaptive(key, state, *, predict: Callable, propose: Callable, commit:
   init = (state, jnp.array(0, jnp.int32), jnp.zeros((batch,), jnp.float32),
           jnp.zeros((batch,), jnp.int32))
   state, steps, _, row_steps = jax.lax.while_loop(cond, body, init)
-  return state, SamplerStats(latent_calls=steps, steps=steps, row_steps=row_steps)
+  return state, SamplerStats(latent_calls=steps, steps=steps, row_steps=row_steps,
+                             proposals=steps)
