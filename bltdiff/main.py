@@ -7,6 +7,11 @@ train (default): trains, evaluates and writes samples periodically, resuming
   from the latest checkpoint in --workdir if there is one.
 eval: bits per byte of the latest checkpoint on the validation split.
 sample: samples from the latest checkpoint (see bltdiff/generate.py for flags).
+
+Multi-process (multi-host) runs start the same command on every host, plus
+  --distributed=auto                      TPU VM pods, SLURM, Open MPI (JAX detects them)
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I   anything else
+(see bltdiff/distributed.py and launch/README.md). One process needs neither.
 """
 
 import json

@@ -61,9 +61,32 @@ def activate(mesh: Mesh):
 
 
 def logical_shardings(boxed_tree, mesh: Mesh):
-  """NamedShardings for a pytree whose leaves may be nn.Partitioned boxes (abstract ok)."""
+  """NamedShardings for a pytree whose leaves may be nn.Partitioned boxes (abstract ok).
+
+  A dimension that the mapped mesh axes do not divide evenly (e.g. the 257-symbol
+  vocabulary over tensor=2) stays whole on that dimension instead of failing."""
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
+  mesh_specs = nn.logical_to_mesh(specs, LOGICAL_RULES)
+  shapes = jax.tree.map(lambda x: getattr(x, 'shape', None), nn.unbox(boxed_tree))
+  is_spec = lambda x: isinstance(x, PartitionSpec)
+  fitted = jax.tree.map(lambda spec, shape: fit_spec(spec, shape, mesh), mesh_specs, shapes,
+                        is_leaf=is_spec)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), fitted, is_leaf=is_spec)
+
+
+def fit_spec(spec: PartitionSpec, shape, mesh: Mesh) -> PartitionSpec:
+  """spec with the mesh axes of each dimension they do not divide dropped."""
+  if shape is None:
+    return spec
+  out = []
+  for dim, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
+    if axes is None:
+      out.append(None)
+      continue
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    size = int(np.prod([mesh.shape[a] for a in names]))
+    out.append(axes if shape[dim] % size == 0 else None)
+  return PartitionSpec(*out)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -153,7 +153,15 @@ def evaluate(model, params, config, prepared_dir, mesh, eval_step, seed: int = 0
   t_samples = config.train.get('eval_t_samples', 1) if getattr(model, 'stochastic_loss', True) else 1
   totals, count = {}, 0
   key = jax.random.PRNGKey(seed)
-  for i, local_batch in zip(range(config.train.eval_batches), iterator):
+  local_batches = zip(range(config.train.eval_batches), iterator)
+  if jax.process_count() > 1:
+    # Processes hold different documents and may have different numbers of full
+    # batches; every eval step is a collective, so all run the smallest count.
+    from jax.experimental import multihost_utils
+    local_batches = list(local_batches)
+    agreed = int(np.min(multihost_utils.process_allgather(np.int32(len(local_batches)))))
+    local_batches = local_batches[:agreed]
+  for i, local_batch in local_batches:
     batch = sharding.global_batch(local_batch, mesh)
     for r in range(t_samples):
       metrics = eval_step(params, batch, jax.random.fold_in(key, i * t_samples + r))
@@ -169,9 +177,17 @@ def evaluate(model, params, config, prepared_dir, mesh, eval_step, seed: int = 0
 
 def write_samples(model, params, config, workdir: str, step: int, key) -> str:
   """Draws config.sample.num_samples samples; writes raw tokens (.npy) and a
-  readable rendering (.txt) under workdir/samples. Returns the .txt path."""
+  readable rendering (.txt) under workdir/samples. Returns the .txt path.
+
+  Every process must call it (the sampler is one SPMD program); only process 0
+  writes files."""
   s = config.sample
   start = time.time()
+  if jax.process_count() > 1:
+    # Parameters sharded across hosts are not readable by one host, and the
+    # samplers return host numpy arrays: sample from a replicated copy (every
+    # process computes the same samples from the same key).
+    params = _replicate(params)
   tokens, stats = model.sample(params, key, num_samples=s.num_samples, length=config.data.seq_len,
                                steps=s.steps, sampler=s.sampler, top_p=s.top_p)
   wall = time.time() - start
@@ -185,6 +201,14 @@ def write_samples(model, params, config, workdir: str, step: int, key) -> str:
     with open(path, 'w', encoding='utf-8') as f:
       f.write(header + text.render_samples(tokens))
   return path
+
+
+def _replicate(tree):
+  leaves = jax.tree.leaves(tree)
+  if not leaves or not hasattr(leaves[0], 'sharding'):
+    return tree
+  mesh = leaves[0].sharding.mesh
+  return jax.jit(lambda t: t, out_shardings=sharding.replicated(mesh))(tree)
 
 
 def cost_flops(compiled) -> float:
@@ -261,8 +285,22 @@ def prepare_run_data(config, workdir: str):
   entropies) and return the config with what it resolved (e.g. the threshold)."""
   cls = models.model_class(config.model.kind)
   if hasattr(cls, 'prepare_data'):
+    # Called on every process: a chain that trains or runs models (the latent
+    # MDLM's entropy model) needs all processes for its collectives. Multi-host
+    # runs should prepare beforehand in one process (launch/), so that here
+    # every step finds its output in place.
     return cls.prepare_data(config, workdir)
-  return config, pipeline.ensure_prepared(config.data, workdir)
+  if jax.process_count() == 1 or config.data.get('prepared_dir', ''):
+    return config, pipeline.ensure_prepared(config.data, workdir)
+  # Several processes share one workdir: process 0 writes the shards, the others
+  # wait, then find them in place (preparation skips what exists).
+  from jax.experimental import multihost_utils
+  if jax.process_index() == 0:
+    prepared = pipeline.ensure_prepared(config.data, workdir)
+  multihost_utils.sync_global_devices('bltdiff:prepare_run_data')
+  if jax.process_index() != 0:
+    prepared = pipeline.ensure_prepared(config.data, workdir)
+  return config, prepared
 
 
 def setup(config, workdir: str):
@@ -305,7 +343,11 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   else:
     logging.info('resumed from step %d', start_step)
 
+  # Only process 0 writes metrics (TensorBoard and workdir/metrics.jsonl); the
+  # others log to their own logs.
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if jax.process_index() == 0:
+    writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))])
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
   num_steps = config.train.num_steps
@@ -357,6 +399,48 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   manager.wait_until_finished()
   writer.flush()
   return state
+
+
+class JsonlWriter(metric_writers.MetricWriter):
+  """Scalars as JSON lines {"step": s, name: value, ...} appended to one file:
+  readable without TensorBoard (tests, benchmarks, quick plots)."""
+
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+
+  def write_scalars(self, step, scalars):
+    import json
+    row = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:
