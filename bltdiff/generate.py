@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from bltdiff import checkpointing, text, train
+from bltdiff import checkpointing, text, train, vocab
 from bltdiff.errors import BltdiffError, ConfigError
 
 _SAMPLER = flags.DEFINE_string('sampler', None, 'Sampler (default: config.sample.sampler).')
@@ -88,25 +88,42 @@ def as_tokens(data: bytes | None):
   return None if data is None else np.frombuffer(data, np.uint8).astype(np.int32)
 
 
+def strip_padding(row) -> np.ndarray:
+  """A row's generated symbols: PAD marks where a shorter sample ended."""
+  row = np.asarray(row)
+  return row[row != vocab.PAD]
+
+
+def numeric_stats(stats: dict) -> dict:
+  return {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+
+
 def semi_autoregressive(sample_fn, prompt, total_length: int, context: int, block: int):
   """Samples of total_length bytes (> context) in blocks: each call of
   sample_fn(prefix, length) -> (tokens [num_samples, length], stats) keeps the
-  last context − block bytes visible and generates `block` new ones. With
-  several samples, each block continues every row from its own history, so
-  the rows share a prefix length and the call is batched.
-  Returns (tokens [num_samples, total_length], summed stats)."""
+  last context − block bytes of a row visible and generates the rest of the
+  context. Rows may come back shorter than asked (latent MDLM draws its patch
+  count); each continues from its own history.
+  Returns (tokens [num_samples, total_length] PAD-padded, summed stats)."""
   if not 0 < block < context:
     raise ConfigError(f'sample.block_length: {block} must be in (0, {context}) for '
                       f'--total_length beyond the context')
   tokens, stats = sample_fn(prompt, context)
-  totals = dict(stats)
-  while tokens.shape[1] < total_length:
-    keep = tokens[:, -(context - block):]
-    new, stats = sample_fn(keep, context, batched_prefix=True)
-    tokens = np.concatenate([tokens, new[:, keep.shape[1]:]], axis=1)
-    for k, v in stats.items():
+  totals = numeric_stats(stats)
+  rows = [strip_padding(r) for r in tokens]
+  while min(len(r) for r in rows) < total_length:
+    keeps = [r[-(context - block):] for r in rows]
+    new, stats = sample_fn(keeps, context, batched_prefix=True)
+    grown = [np.concatenate([r, strip_padding(n)[len(k):]]) for r, k, n in zip(rows, keeps, new)]
+    if all(len(g) == len(r) for g, r in zip(grown, rows)):
+      break  # nothing new was generated: stop rather than loop
+    rows = grown
+    for k, v in numeric_stats(stats).items():
       totals[k] = totals.get(k, 0) + v
-  return tokens[:, :total_length], totals
+  out = np.full((len(rows), total_length), vocab.PAD, np.int32)
+  for i, r in enumerate(rows):
+    out[i, :min(len(r), total_length)] = r[:total_length]
+  return out, totals
 
 
 def run_sample_command(config, workdir: str):
@@ -159,7 +176,8 @@ def run_sample_command(config, workdir: str):
     rows = [model.sample(state.params, jax.random.fold_in(key, 1000 + i), prefix=row,
                          **dict(common, num_samples=1)) for i, row in enumerate(prefix)]
     return np.concatenate([r[0] for r in rows]), {
-        k: sum(r[1][k] for r in rows) / len(rows) for k in rows[0][1]}
+        k: sum(numeric_stats(r[1])[k] for r in rows) / len(rows)
+        for k in numeric_stats(rows[0][1])}
 
   def run(key):
     fn = functools.partial(sample_fn, key=key)
@@ -180,7 +198,8 @@ def run_sample_command(config, workdir: str):
     f.write(b''.join(text.to_bytes(row) for row in tokens))
   with open(out + '.txt', 'w', encoding='utf-8') as f:
     f.write(text.render_samples(tokens))
-  generated = num_samples * (tokens.shape[1] - len(prompt or b'') - len(suffix or b''))
+  generated = sum(len(strip_padding(r)) for r in tokens) - num_samples * (
+      len(prompt or b'') + len(suffix or b''))
   print(text.render_samples(tokens))
   print(f'checkpoint step {step} | sampler {sampler} | steps {stats["steps"]} | '
         f'network calls {stats["latent_calls"]} | wall {wall:.3f}s | '

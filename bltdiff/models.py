@@ -13,6 +13,7 @@ import importlib
 MODEL_KINDS = {
     'byte_mdlm': 'bltdiff.byte_mdlm:ByteMDLM',
     'byte_ar': 'bltdiff.byte_ar:ByteARModel',
+    'latent_mdlm': 'bltdiff.latent_mdlm:LatentMDLM',
 }
 
 

@@ -1,0 +1,246 @@
+"""Bits per byte of latent MDLM (both decoders), byte MDLM and byte AR at equal
+training FLOPs on the development corpus.
+
+  python bench/likelihood.py [--scale=1.0] [--workdir=runs/bench_likelihood]
+
+Writes bench/results/likelihood.json (a list of rows {"system", "decoder_mode",
+"bpb", "train_flops", "params", "mean_patch_bytes", ...}) and
+bench/results/likelihood.png, and prints a markdown table for BENCHMARKS.md.
+
+Protocol
+- Data: ../shared/data/gutenberg (eight public-domain books), prepared once by
+  the latent chain (with per-byte entropies) and read by every system from the
+  same shards, so all share one train/validation split (books cut into 32 KB
+  documents, every 20th held out).
+- Patching: a small entropy model trained by the chain on the same train split;
+  the global threshold is calibrated to 4.5 bytes per patch.
+- FLOPs: XLA cost analysis of one compiled forward+backward pass of each
+  model's training loss on one global batch (the optimizer update is left
+  out: it is per parameter, not per byte). The budget is the latent MDLM (ar)
+  run's FLOPs per step x BASE_STEPS x scale; every system gets
+  round(budget / its FLOPs per step) steps. The entropy model's training and
+  inference are NOT counted (BLT does not count them either; they are shared
+  by both latent rows and would be ~1/3 of one run here).
+- Evaluation: bits per byte on the validation split, the same batches for all
+  (eval_batches x batch_size x seq_len bytes); diffusion bounds average
+  eval_t_samples draws of t per batch with t_min = 0 (the whole NELBO); AR is
+  exact. The latent bound includes the p(S) and overflow terms.
+Every system is trained by the project's trainer (train.train_and_evaluate).
+"""
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CORPUS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'gutenberg'
+RESULTS = REPO / 'bench' / 'results'
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bltdiff import models, train  # noqa: E402
+
+sys.path.insert(0, str(REPO / 'bench'))
+import report  # noqa: E402
+
+SEQ_LEN = 256
+BATCH = 16
+BASE_STEPS = 400  # latent MDLM (ar) steps at scale 1
+
+
+def common(seed=0):
+  c = ml_collections.ConfigDict()
+  c.seed = seed
+  c.data = ml_collections.ConfigDict(dict(
+      source='text', paths=str(CORPUS / '*.txt'), prepared_dir='', seq_len=SEQ_LEN,
+      num_workers=0, builtin_max_bytes=0, validation_fraction=0.05, use_entropies=False,
+      doc_bytes=32_768))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=BATCH, num_steps=100, learning_rate=2e-3, warmup_steps=50, weight_decay=0.01,
+      grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1, log_every=100,
+      eval_every=1_000_000, eval_batches=16, eval_t_samples=4, sample_every=1_000_000,
+      checkpoint_every=1_000_000, keep_checkpoints=1, peak_flops_per_device=0.0))
+  c.sample = ml_collections.ConfigDict(dict(
+      sampler='cached', steps=64, num_samples=2, top_p=1.0, block_length=0))
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  return c
+
+
+def entropy_model_config():
+  c = common()
+  c.model = ml_collections.ConfigDict(dict(
+      kind='byte_ar', dim=64, num_layers=2, num_heads=4, mlp_dim=192, attention_window=0,
+      dropout=0.0, dtype='float32'))
+  c.data.seq_len = 128
+  c.train.update(batch_size=32, num_steps=300, learning_rate=3e-3, warmup_steps=30,
+                 eval_batches=2)
+  return c
+
+
+def latent_config(decoder_mode):
+  c = common()
+  c.model = ml_collections.ConfigDict(dict(
+      kind='latent_mdlm', dim=192, num_layers=4, num_heads=6, mlp_dim=576, dropout=0.0,
+      enc_dim=64, enc_layers=1, enc_heads=2, enc_mlp_dim=192, pool_queries=2,
+      ngram_sizes=(3, 4, 5, 6, 7, 8), hash_buckets=4096,
+      dec_dim=64, dec_layers=1, dec_heads=2, dec_mlp_dim=192, decoder_mode=decoder_mode,
+      schedule='loglinear', dtype='float32'))
+  c.patching = ml_collections.ConfigDict(dict(
+      mode='entropy', threshold=1.5, monotonic_threshold=0.0, reset_on_newline=False,
+      static_size=4, max_patch_len=8, num_slots=80, entropy_model='',
+      calibrate_target_mean=4.5, calibrate_bytes=1 << 19))
+  c.entropy_model = entropy_model_config()
+  c.data.use_entropies = True  # the chain's shards carry them; example batches too
+  return c
+
+
+def byte_config(kind):
+  c = common()
+  c.model = ml_collections.ConfigDict(dict(
+      kind=kind, dim=128, num_layers=4, num_heads=4, mlp_dim=384, dropout=0.0,
+      schedule='loglinear', dtype='float32', attention_window=0))
+  return c
+
+
+def step_flops_and_params(config):
+  """(FLOPs of one forward+backward of the loss on a global batch, parameter count)."""
+  model = models.get_model(config)
+  batch = train.example_batch(config, config.train.batch_size)
+  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
+  grad = jax.jit(jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0]))
+  flops = train.cost_flops(grad.lower(abstract, batch, jax.random.PRNGKey(0)).compile())
+  return flops, sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
+
+
+def run_system(name, config, workdir, steps):
+  """Trains with the project's trainer, then evaluates the final checkpoint."""
+  from bltdiff.main import run_eval
+  with config.unlocked():
+    config.train.num_steps = steps
+    config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
+  start = time.time()
+  train.train_and_evaluate(config, workdir)
+  train_s = time.time() - start
+  metrics = run_eval(None, workdir)
+  return metrics, train_s, time.time() - start - train_s
+
+
+def plot(rows, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 3.6))
+  labels = [r['system'] + (f" ({r['decoder_mode']})" if r['decoder_mode'] else '') for r in rows]
+  colors = ['tab:blue' if r['system'] == 'bltdiff' else 'tab:gray' for r in rows]
+  bars = ax.bar(labels, [r['bpb'] for r in rows], color=colors)
+  for bar, r in zip(bars, rows):
+    ax.annotate(f"{r['bpb']:.3f}\n{r['mean_patch_bytes']:.2f} B/patch",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha='center',
+                va='bottom', fontsize=8)
+  ax.set_ylabel('validation bits per byte (bound)')
+  ax.set_title(f'Gutenberg, equal training FLOPs ({rows[0]["train_flops"]:.2e} each)',
+               fontsize=10)
+  ax.set_ylim(0, max(r['bpb'] for r in rows) * 1.25)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+
+
+def train_systems(scale: float, workdir: str):
+  """Trains (or reuses, when already trained in workdir) every system at the same
+  training-FLOPs budget, then evaluates it. Returns (rows, runs, shared): rows
+  for the JSON; runs: {name: run directory}; shared: the split, entropy model
+  and threshold every system used."""
+  work = Path(workdir) / f'scale_{scale:g}'
+  # The entropy model does not depend on the budget: trained once, reused by every scale.
+  entropy_dir = Path(workdir) / 'entropy_model'
+  train.train_and_evaluate(entropy_model_config(), str(entropy_dir))
+
+  # The latent chain runs first: entropy model, shards with entropies, calibration.
+  systems = [('bltdiff', 'ar', latent_config('ar')),
+             ('bltdiff', 'parallel', latent_config('parallel')),
+             ('byte_mdlm', '', byte_config('byte_mdlm')),
+             ('byte_ar', '', byte_config('byte_ar'))]
+  for _, _, config in systems[:2]:
+    config.patching.entropy_model = str(entropy_dir)
+  costs = [step_flops_and_params(c) for _, _, c in systems]
+  budget = costs[0][0] * BASE_STEPS * scale
+  rows, runs, shared = [], {}, {}
+  for (system, mode, config), (flops, params) in zip(systems, costs):
+    name = system + (f'_{mode}' if mode else '')
+    steps = max(1, round(budget / flops))
+    if shared:  # later systems read the first run's shards (same split) and entropy model
+      with config.unlocked():
+        config.data.prepared_dir = shared['prepared_dir']
+        if 'patching' in config:
+          config.patching.entropy_model = shared['entropy_model']
+    print(f'== {name}: {flops:.3e} FLOPs/step x {steps} steps, {params / 1e6:.2f}M params',
+          flush=True)
+    runs[name] = str(work / name)
+    metrics, train_s, eval_s = run_system(name, config, runs[name], steps)
+    if not shared:
+      saved = ml_collections.ConfigDict(json.load(open(work / name / 'config.json')))
+      shared = dict(prepared_dir=saved.data.prepared_dir,
+                    entropy_model=saved.patching.entropy_model,
+                    threshold=saved.patching.threshold)
+    rows.append(dict(
+        system=system, decoder_mode=mode or None, bpb=metrics['eval_bpb'],
+        train_flops=flops * steps, params=params,
+        mean_patch_bytes=metrics.get('eval_mean_patch_bytes', 1.0),
+        steps=steps, flops_per_step=flops, train_seconds=round(train_s, 1),
+        eval_seconds=round(eval_s, 1),
+        **({k: metrics[f'eval_{k}'] for k in ('diffusion_bpb', 'count_bpb', 'overflow_bpb',
+                                              'recon_byte_acc', 'recon_patch_acc')}
+           if system == 'bltdiff' else {})))
+    print(json.dumps(rows[-1]), flush=True)
+  return rows, runs, shared
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--scale', type=float, default=1.0, help='multiplies the FLOP budget')
+  parser.add_argument('--workdir', default=str(REPO / 'runs' / 'bench_likelihood'))
+  parser.add_argument('--out', default=str(RESULTS / 'likelihood.json'))
+  args = parser.parse_args(argv)
+  if not CORPUS.is_dir():
+    sys.exit(f'development corpus not found at {CORPUS}')
+  begin = time.time()
+  rows, _, shared = train_systems(args.scale, args.workdir)
+
+  total = time.time() - begin
+  for r in rows:
+    r.update(scale=args.scale, seq_len=SEQ_LEN, batch_size=BATCH,
+             threshold=shared['threshold'] if r['system'] == 'bltdiff' else None,
+             bench_seconds=round(total, 1))
+  os.makedirs(Path(args.out).parent, exist_ok=True)
+  out = dict(rows=rows, machine=report.machine_description(),
+             notes=(f'Development corpus, {SEQ_LEN}-byte rows, batch {BATCH}, equal training '
+                    f'FLOPs (forward+backward of the loss, XLA cost analysis; optimizer and '
+                    f'entropy model not counted); eval on the validation split, diffusion '
+                    f'bounds with t over (0, 1]. {total / 60:.1f} min in all.'))
+  with open(args.out, 'w') as f:
+    json.dump(out, f, indent=2)
+  report.write()
+  plot(rows, str(Path(args.out).with_suffix('.png')))
+  ref = next(r['bpb'] for r in rows if r['system'] == 'byte_mdlm')
+  print(f'\nGutenberg, {SEQ_LEN}-byte rows, batch {BATCH}, equal training FLOPs; '
+        f'{total / 60:.1f} min in all\n')
+  print('| system | decoder | bpb (val) | vs byte MDLM | train FLOPs | steps | params | '
+        'bytes/patch |')
+  print('|---|---|---|---|---|---|---|---|')
+  for r in rows:
+    print(f"| {r['system']} | {r['decoder_mode'] or '-'} | {r['bpb']:.3f} | "
+          f"{100 * (r['bpb'] / ref - 1):+.1f}% | {r['train_flops']:.2e} | {r['steps']} | "
+          f"{r['params'] / 1e6:.2f}M | {r['mean_patch_bytes']:.2f} |")
+  return rows
+
+
+if __name__ == '__main__':
+  main()

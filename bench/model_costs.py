@@ -1,0 +1,87 @@
+"""Parameter counts and FLOPs per byte of the latent MDLM configs.
+
+  python bench/model_costs.py [configs/latent_demo.py ...]
+
+For each config: parameters (total and per part: local encoder, latent
+transformer, local decoder) and FLOPs per byte of one training step
+(forward + backward of the loss) and of one denoiser call, both from XLA's
+cost analysis of the compiled function (machine-independent), traced with
+abstract inputs, so nothing is allocated and no data or entropy model is
+needed. Patching is static here (same shapes as the config's mode; FLOPs do
+not depend on where patches start).
+"""
+
+import importlib.util
+import json
+import os
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bltdiff import models, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIGS = ('configs/latent_demo.py', 'configs/latent_gutenberg.py', 'configs/owt.py')
+
+
+def load_config(path):
+  spec = importlib.util.spec_from_file_location('cfg', os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def param_counts(params) -> dict:
+  sizes = {k: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v)) for k, v in params.items()}
+  parts = {'encoder': sizes.get('encoder', 0), 'latent': sizes.get('latent', 0) + sizes.get(
+      'mask_vector', 0) + sizes.get('to_decoder', 0), 'decoder': sizes.get('decoder', 0)}
+  parts['total'] = sum(sizes.values())
+  return parts
+
+
+def costs(config, batch_size: int = 1) -> dict:
+  """Params and FLOPs per byte of one model config (abstract tracing only)."""
+  with config.unlocked():
+    config.data.use_entropies = False
+    config.patching.mode = 'static'
+    config.patching.static_size = max(1, round(config.patching.get('calibrate_target_mean', 4.5)))
+  model = models.get_model(config)
+  batch = train.example_batch(config, batch_size)
+  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
+  key = jax.random.PRNGKey(0)
+  step = jax.jit(jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0]))
+  train_flops = train.cost_flops(step.lower(abstract, batch, key).compile())
+  pc = model.patch_config
+  shape = (batch_size, pc.num_slots, pc.max_patch_len)
+  from bltdiff.latent_mdlm import LatentDenoiser
+  denoise = jax.jit(lambda p, t, v: model._apply(p, t, v, v, method=LatentDenoiser.denoise))
+  call_flops = train.cost_flops(denoise.lower(
+      abstract, jax.ShapeDtypeStruct(shape, jnp.int32),
+      jax.ShapeDtypeStruct(shape[:2], jnp.bool_)).compile())
+  n = batch_size * config.data.seq_len
+  return dict(params=param_counts(abstract), train_flops_per_byte=train_flops / n,
+              denoiser_call_flops_per_byte=call_flops / n, seq_len=config.data.seq_len,
+              num_slots=pc.num_slots, decoder_mode=config.model.get('decoder_mode', 'ar'))
+
+
+def main(paths):
+  rows = {}
+  for path in paths or DEFAULT_CONFIGS:
+    rows[path] = costs(load_config(path))
+    r = rows[path]
+    p = r['params']
+    print(f"{path}: params {p['total'] / 1e6:.2f}M (encoder {p['encoder'] / 1e6:.2f}M, latent "
+          f"{p['latent'] / 1e6:.2f}M, decoder {p['decoder'] / 1e6:.2f}M); train "
+          f"{r['train_flops_per_byte'] / 1e6:.2f} MFLOPs/byte, denoiser call "
+          f"{r['denoiser_call_flops_per_byte'] / 1e6:.2f} MFLOPs/byte "
+          f"(seq_len {r['seq_len']}, {r['num_slots']} slots, decoder {r['decoder_mode']})",
+          flush=True)
+  return rows
+
+
+if __name__ == '__main__':
+  json.dump(main(sys.argv[1:]), sys.stdout, indent=1)
+  print()
