@@ -1,34 +1,24 @@
-"""The embedded default: a small byte MDLM on the built-in corpus (the Python
-installation's own standard library and docs), trained and sampled on a CPU in
-a few minutes with nothing to download.
+"""The embedded default, README's first command: the whole bltdiff chain at
+demo scale on a CPU with nothing to download (configs/latent_demo.py): trains
+the BLT entropy model on the built-in corpus (the Python installation's own
+standard library and docs), prepares shards with per-byte entropies,
+calibrates the patching threshold to 4.5 bytes per patch, trains the latent
+MDLM, reports bits per byte and writes samples.
 
   python -m bltdiff.main --config=configs/demo.py --workdir=runs/demo
+
+The byte-level MDLM baseline at the same scale: configs/byte_mdlm_demo.py.
 """
 
-import ml_collections
+import importlib.util
+import os
+
+# Config files are loaded by path, not as a package: load the one beside this file.
+_spec = importlib.util.spec_from_file_location(
+    'latent_demo', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'latent_demo.py'))
+latent_demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(latent_demo)
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      kind='byte_mdlm', dim=128, num_layers=4, num_heads=4, mlp_dim=384, dropout=0.0,
-      schedule='loglinear', dtype='float32'))
-
-  c.data = ml_collections.ConfigDict(dict(
-      source='builtin', paths='', prepared_dir='', seq_len=128, num_workers=0,
-      builtin_max_bytes=4_000_000, validation_fraction=0.02, use_entropies=False))
-
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=32, num_steps=600, learning_rate=2e-3, warmup_steps=50, weight_decay=0.01,
-      grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1,
-      log_every=50, eval_every=200, eval_batches=8, eval_t_samples=4,
-      sample_every=300, checkpoint_every=200, keep_checkpoints=2,
-      peak_flops_per_device=0.0))
-
-  c.sample = ml_collections.ConfigDict(dict(
-      sampler='cached', steps=128, num_samples=4, top_p=1.0, block_length=0))
-
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  return c
+  return latent_demo.get_config()

@@ -28,10 +28,10 @@ def entropy_model_config(data):
       attention_window=0, dropout=0.0, dtype='float32'))
   c.data = ml_collections.ConfigDict(dict(data, seq_len=128, use_entropies=False))
   c.train = ml_collections.ConfigDict(dict(
-      batch_size=32, num_steps=300, learning_rate=3e-3, warmup_steps=30, weight_decay=0.01,
+      batch_size=32, num_steps=200, learning_rate=3e-3, warmup_steps=20, weight_decay=0.01,
       grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1,
-      log_every=50, eval_every=300, eval_batches=4, eval_t_samples=1,
-      sample_every=10_000, checkpoint_every=300, keep_checkpoints=1,
+      log_every=50, eval_every=200, eval_batches=4, eval_t_samples=1,
+      sample_every=10_000, checkpoint_every=200, keep_checkpoints=1,
       peak_flops_per_device=0.0))
   c.sample = ml_collections.ConfigDict(dict(
       sampler='cached', steps=1, num_samples=1, top_p=1.0, block_length=0))
@@ -43,7 +43,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
   data = dict(source='builtin', paths='', prepared_dir='', seq_len=256, num_workers=0,
-              builtin_max_bytes=2_000_000, validation_fraction=0.02, use_entropies=True)
+              builtin_max_bytes=1_200_000, validation_fraction=0.02, use_entropies=True)
 
   # Latent transformer (dim/num_layers/num_heads/mlp_dim) over patch slots;
   # enc_* the local encoder, dec_* the local decoder (decoder_mode 'ar' or 'parallel').
@@ -66,10 +66,10 @@ def get_config():
   c.entropy_model = entropy_model_config(data)
 
   c.train = ml_collections.ConfigDict(dict(
-      batch_size=16, num_steps=600, learning_rate=2e-3, warmup_steps=50, weight_decay=0.01,
+      batch_size=16, num_steps=400, learning_rate=2e-3, warmup_steps=40, weight_decay=0.01,
       grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1,
-      log_every=50, eval_every=300, eval_batches=8, eval_t_samples=4,
-      sample_every=600, checkpoint_every=300, keep_checkpoints=2,
+      log_every=50, eval_every=200, eval_batches=8, eval_t_samples=4,
+      sample_every=200, checkpoint_every=200, keep_checkpoints=2,
       peak_flops_per_device=0.0))
 
   # steps: ~ patches per sample is enough (one slot per step on average).
