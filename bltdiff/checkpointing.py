@@ -15,27 +15,31 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from bltdiff.errors import BltdiffError
 
 
+def _path(workdir: str) -> epath.Path:
+  """Local or cloud (gs://...) run directories alike, through etils.epath."""
+  return epath.Path(workdir if '://' in str(workdir) else os.path.abspath(workdir))
+
+
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+  return str(_path(workdir) / 'checkpoints')
 
 
 def save_config(config, workdir: str):
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    _path(workdir).mkdir(parents=True, exist_ok=True)
+    (_path(workdir) / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = _path(workdir) / 'config.json'
+  if not path.exists():
     raise BltdiffError(f'no trained run in {workdir}: {path} is missing')
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
 def make_manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:

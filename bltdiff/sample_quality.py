@@ -64,7 +64,9 @@ def evaluator_bpb(model: byte_ar.ByteARModel, params, sequences, seq_len: int,
 
 
 def quality_row(samples, evaluator, evaluator_params, seq_len: int) -> dict:
-  """Quality figures of samples: a list of token arrays [n_i] (bytes and BOUNDARY)."""
+  """Quality figures of samples: a list of token arrays [n_i] (bytes and BOUNDARY;
+  PAD, which marks where a shorter sample ended, is dropped first)."""
+  samples = [np.asarray(s)[np.asarray(s) < vocab.NUM_DATA_SYMBOLS] for s in samples]
   as_bytes = [text.to_bytes(s) for s in samples]
   return {
       'gen_bpb': evaluator_bpb(evaluator, evaluator_params, samples, seq_len),

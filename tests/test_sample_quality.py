@@ -35,3 +35,14 @@ def test_compiled_flops_counts_a_matmul():
   a = jnp.ones((8, 16)); b = jnp.ones((16, 4))
   flops = sample_quality.compiled_flops(lambda x, y: x @ y, a, b)
   assert math.isclose(flops, 2 * 8 * 16 * 4, rel_tol=0.1)
+
+
+def test_padding_is_not_scored():
+  config = ml_collections.ConfigDict(dict(kind='byte_ar', dim=32, num_layers=1, num_heads=2,
+                                          mlp_dim=64))
+  model = byte_ar.ByteARModel(config)
+  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 8), jnp.int32)})
+  row = np.array([72, 105, 33, vocab.PAD, vocab.PAD], np.int32)
+  padded = sample_quality.quality_row([row], model, params, seq_len=8)
+  clean = sample_quality.quality_row([row[:3]], model, params, seq_len=8)
+  assert np.isfinite(padded['gen_bpb']) and padded == clean and padded['sample_bytes'] == 3
