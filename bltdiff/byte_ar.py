@@ -104,11 +104,12 @@ class ByteARModel:
   samplers = ('cached', 'ancestral')
 
   def sample(self, params, key, *, num_samples: int, length: int, steps: int | None = None,
-             sampler: str = 'cached', top_p: float = 1.0, prefix=None):
+             sampler: str = 'cached', top_p: float = 1.0, prefix=None, **options):
     """Draws [num_samples, length] tokens left to right: 'cached' uses the
     key/value cache, 'ancestral' recomputes the whole prefix at every position
-    (same output, for checking). `steps` is ignored: AR takes `length` calls."""
-    del steps
+    (same output, for checking). `steps` and the diffusion samplers' options
+    are ignored: AR takes `length` calls."""
+    del steps, options
     if sampler not in self.samplers:
       raise ConfigError(f'sample.sampler: byte_ar has samplers {self.samplers}, got {sampler!r}')
     cached = sampler == 'cached'

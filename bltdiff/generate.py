@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from bltdiff import checkpointing, text, train, vocab
+from bltdiff import checkpointing, samplers, text, train, vocab
 from bltdiff.errors import BltdiffError, ConfigError
 
 _SAMPLER = flags.DEFINE_string('sampler', None, 'Sampler (default: config.sample.sampler).')
@@ -46,16 +46,6 @@ _MAX_STEPS = flags.DEFINE_integer('max_steps', None, 'adaptive/confidence: most 
 _CONFIDENCE = flags.DEFINE_float('confidence_threshold', None, 'confidence: reveal above this prob.')
 _TOP_P = flags.DEFINE_float('top_p', None, 'Nucleus sampling mass (default: config.sample.top_p).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
-
-
-SAMPLER_OPTIONS = ('adaptive_alpha', 'min_steps', 'max_steps', 'confidence_threshold')
-
-
-def sampler_options(sample_config, overrides: dict | None = None) -> dict:
-  """The sampler-specific options of config.sample, with command-line overrides."""
-  options = {k: sample_config[k] for k in SAMPLER_OPTIONS if k in sample_config}
-  options.update({k: v for k, v in (overrides or {}).items() if v is not None})
-  return options
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None, name: str = 'prompt') -> bytes | None:
@@ -162,7 +152,7 @@ def run_sample_command(config, workdir: str):
   state, model, step = train.restore_state_for_inference(config, workdir)
   if state is None:
     raise BltdiffError(f'--mode=sample: no checkpoint in {workdir}; train first')
-  options = sampler_options(s, dict(adaptive_alpha=_ADAPTIVE_ALPHA.value, min_steps=_MIN_STEPS.value,
+  options = samplers.sampler_options(s, dict(adaptive_alpha=_ADAPTIVE_ALPHA.value, min_steps=_MIN_STEPS.value,
                                     max_steps=_MAX_STEPS.value,
                                     confidence_threshold=_CONFIDENCE.value))
   key = jax.random.PRNGKey(_SEED.value)

@@ -59,6 +59,16 @@ def top_p_filter(log_probs, top_p: float):
   return jax.nn.log_softmax(filtered, axis=-1)
 
 
+SAMPLER_OPTIONS = ('adaptive_alpha', 'min_steps', 'max_steps', 'confidence_threshold')
+
+
+def sampler_options(sample_config, overrides: dict | None = None) -> dict:
+  """The sampler-specific options of config.sample, with command-line overrides."""
+  options = {k: sample_config[k] for k in SAMPLER_OPTIONS if k in sample_config}
+  options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+  return options
+
+
 class SamplerStats(NamedTuple):
   latent_calls: jax.Array  # int32 [], network calls actually made (same for the batch)
   steps: jax.Array  # int32 [], denoising steps taken (loop iterations for the batch)

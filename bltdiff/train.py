@@ -22,7 +22,7 @@ import optax
 from absl import logging
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
 
-from bltdiff import checkpointing, config_checks, models, sharding, text
+from bltdiff import checkpointing, config_checks, models, samplers, sharding, text
 from bltdiff.data import pipeline
 from bltdiff.errors import DataError
 
@@ -189,7 +189,8 @@ def write_samples(model, params, config, workdir: str, step: int, key) -> str:
     # process computes the same samples from the same key).
     params = _replicate(params)
   tokens, stats = model.sample(params, key, num_samples=s.num_samples, length=config.data.seq_len,
-                               steps=s.steps, sampler=s.sampler, top_p=s.top_p)
+                               steps=s.steps, sampler=s.sampler, top_p=s.top_p,
+                               **samplers.sampler_options(s))
   wall = time.time() - start
   out_dir = os.path.join(workdir, 'samples')
   path = os.path.join(out_dir, f'step_{step:07d}.txt')
