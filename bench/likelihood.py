@@ -224,7 +224,9 @@ def main(argv=None):
              notes=(f'Development corpus, {SEQ_LEN}-byte rows, batch {BATCH}, equal training '
                     f'FLOPs (forward+backward of the loss, XLA cost analysis; optimizer and '
                     f'entropy model not counted); eval on the validation split, diffusion '
-                    f'bounds with t over (0, 1]. {total / 60:.1f} min in all.'))
+                    f'bounds with t over (0, 1]. This invocation took {total / 60:.1f} min '
+                    f'(systems already trained in the work directory are reused, not '
+                    f'retrained; train_seconds in the JSON is this invocation\'s).'))
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=2)
   report.write()

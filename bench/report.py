@@ -26,6 +26,8 @@ def machine_description() -> str:
 
 
 def _fmt(value, digits=3):
+  if value is None:
+    return '–'
   if isinstance(value, float):
     return f'{value:.{digits}g}' if abs(value) < 1e4 else f'{value:.3e}'
   return str(value)
