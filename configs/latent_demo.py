@@ -43,7 +43,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
   data = dict(source='builtin', paths='', prepared_dir='', seq_len=256, num_workers=0,
-              builtin_max_bytes=1_200_000, validation_fraction=0.02, use_entropies=True)
+              builtin_max_bytes=1_200_000, validation_fraction=0.05, use_entropies=True)
 
   # Latent transformer (dim/num_layers/num_heads/mlp_dim) over patch slots;
   # enc_* the local encoder, dec_* the local decoder (decoder_mode 'ar' or 'parallel').
