@@ -1,4 +1,4 @@
-"""Latent MDLM: masked diffusion over BLT patches (see ../shared/DESIGN.md).
+"""Latent MDLM: masked diffusion over BLT patches (the project design, "The model").
 
 A byte row [batch, N] is cut by the patcher into P_max patch slots
 [batch, slots, L] (L = max_patch_len, PAD filler; `slot_mask` marks real
