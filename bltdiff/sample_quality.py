@@ -88,7 +88,5 @@ def _scorer(model):
 
 def compiled_flops(fn, *args) -> float:
   """FLOPs of one call of jit(fn)(*args), from XLA's cost analysis."""
-  analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0] if analysis else {}
-  return float((analysis or {}).get('flops', 0.0))
+  from bltdiff.train import cost_flops  # the one reader of XLA's cost analysis
+  return cost_flops(jax.jit(fn).lower(*args).compile())
