@@ -23,29 +23,12 @@ import time
 
 import jax
 import numpy as np
-from absl import flags
-
 from bltdiff import checkpointing, samplers, text, train, vocab
+from bltdiff.sample_flags import (ADAPTIVE_ALPHA, CONFIDENCE, GAP, LENGTH, MAX_STEPS,
+                                  MIN_STEPS, NUM_SAMPLES, OUTPUT, PROMPT, PROMPT_FILE,
+                                  SAMPLER, SEED, STEPS, SUFFIX, SUFFIX_FILE, TOP_P,
+                                  TOTAL_LENGTH)
 from bltdiff.errors import BltdiffError, ConfigError
-
-_SAMPLER = flags.DEFINE_string('sampler', None, 'Sampler (default: config.sample.sampler).')
-_STEPS = flags.DEFINE_integer('steps', None, 'Denoising steps (default: config.sample.steps).')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Number of samples.')
-_LENGTH = flags.DEFINE_integer('length', None, 'Bytes per sample (default: data.seq_len).')
-_PROMPT = flags.DEFINE_string('prompt', None, 'Text the samples start with.')
-_PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'File whose bytes the samples start with.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Output path prefix (default: WORKDIR/samples/sample).')
-_SUFFIX = flags.DEFINE_string('suffix', None, 'Infilling: text that follows the generated gap.')
-_SUFFIX_FILE = flags.DEFINE_string('suffix_file', None, 'Infilling: file whose bytes follow the gap.')
-_GAP = flags.DEFINE_integer('gap', None, 'Infilling: bytes to generate between prompt and suffix.')
-_TOTAL_LENGTH = flags.DEFINE_integer('total_length', None, 'Bytes per sample beyond the context: '
-                                     'generated in semi-autoregressive blocks.')
-_ADAPTIVE_ALPHA = flags.DEFINE_float('adaptive_alpha', None, 'adaptive: steps per nat of entropy.')
-_MIN_STEPS = flags.DEFINE_integer('min_steps', None, 'adaptive/confidence: fewest steps.')
-_MAX_STEPS = flags.DEFINE_integer('max_steps', None, 'adaptive/confidence: most steps.')
-_CONFIDENCE = flags.DEFINE_float('confidence_threshold', None, 'confidence: reveal above this prob.')
-_TOP_P = flags.DEFINE_float('top_p', None, 'Nucleus sampling mass (default: config.sample.top_p).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None, name: str = 'prompt') -> bytes | None:
@@ -121,11 +104,11 @@ def run_sample_command(config, workdir: str):
   # The architecture comes from the trained run; sampling options from flags/config.
   config = saved.copy_and_resolve_references()
   s = config.sample
-  sampler = _SAMPLER.value or s.sampler
-  steps = s.steps if _STEPS.value is None else _STEPS.value
-  num_samples = _NUM_SAMPLES.value or s.num_samples
-  length = _LENGTH.value or config.data.seq_len
-  top_p = s.top_p if _TOP_P.value is None else _TOP_P.value
+  sampler = SAMPLER.value or s.sampler
+  steps = s.steps if STEPS.value is None else STEPS.value
+  num_samples = NUM_SAMPLES.value or s.num_samples
+  length = LENGTH.value or config.data.seq_len
+  top_p = s.top_p if TOP_P.value is None else TOP_P.value
   if steps <= 0:
     raise ConfigError(f'--steps: must be positive, got {steps}')
   if num_samples <= 0:
@@ -135,27 +118,27 @@ def run_sample_command(config, workdir: str):
   if length > config.data.seq_len:
     raise ConfigError(f'--length: {length} exceeds the model context data.seq_len='
                       f'{config.data.seq_len}')
-  prompt = read_prompt(_PROMPT.value, _PROMPT_FILE.value)
-  suffix = read_prompt(_SUFFIX.value, _SUFFIX_FILE.value, name='suffix')
-  if _GAP.value is not None:
-    if _GAP.value <= 0:
-      raise ConfigError(f'--gap: must be positive, got {_GAP.value}')
-    length = len(prompt or b'') + _GAP.value + len(suffix or b'')
+  prompt = read_prompt(PROMPT.value, PROMPT_FILE.value)
+  suffix = read_prompt(SUFFIX.value, SUFFIX_FILE.value, name='suffix')
+  if GAP.value is not None:
+    if GAP.value <= 0:
+      raise ConfigError(f'--gap: must be positive, got {GAP.value}')
+    length = len(prompt or b'') + GAP.value + len(suffix or b'')
     if length > config.data.seq_len:
       raise ConfigError(f'--gap: prompt + gap + suffix = {length} bytes exceed the context '
                         f'data.seq_len={config.data.seq_len}')
   check_prompt(prompt, suffix, length)
-  total_length = _TOTAL_LENGTH.value
+  total_length = TOTAL_LENGTH.value
   if total_length is not None and suffix is not None:
     raise ConfigError('--total_length: semi-autoregressive generation takes no --suffix')
 
   state, model, step = train.restore_state_for_inference(config, workdir)
   if state is None:
     raise BltdiffError(f'--mode=sample: no checkpoint in {workdir}; train first')
-  options = samplers.sampler_options(s, dict(adaptive_alpha=_ADAPTIVE_ALPHA.value, min_steps=_MIN_STEPS.value,
-                                    max_steps=_MAX_STEPS.value,
-                                    confidence_threshold=_CONFIDENCE.value))
-  key = jax.random.PRNGKey(_SEED.value)
+  options = samplers.sampler_options(s, dict(adaptive_alpha=ADAPTIVE_ALPHA.value, min_steps=MIN_STEPS.value,
+                                    max_steps=MAX_STEPS.value,
+                                    confidence_threshold=CONFIDENCE.value))
+  key = jax.random.PRNGKey(SEED.value)
 
   def sample_fn(prefix, n, batched_prefix=False, key=key):
     common = dict(num_samples=num_samples, length=n, steps=steps, sampler=sampler, top_p=top_p,
@@ -181,7 +164,7 @@ def run_sample_command(config, workdir: str):
   tokens, stats = run(key)
   wall = time.perf_counter() - start
 
-  out = _OUTPUT.value or os.path.join(workdir, 'samples', 'sample')
+  out = OUTPUT.value or os.path.join(workdir, 'samples', 'sample')
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.save(out + '.npy', tokens.astype(np.int16))
   with open(out + '.bin', 'wb') as f:

@@ -22,7 +22,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from bltdiff import generate  # noqa: F401  (defines the sampling flags)
+from bltdiff import sample_flags  # noqa: F401  (defines the sampling flags)
 from bltdiff import config_checks
 from bltdiff.errors import BltdiffError
 

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from clu import metrics as clu_metrics
 
-from bltdiff import checkpointing, config_checks, models, samplers, sharding, text
+from bltdiff import checkpointing, config_checks, metric_logging, models, samplers, sharding, text
 from bltdiff.data import pipeline
 from bltdiff.errors import DataError
 
@@ -346,14 +346,11 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
 
   # Only process 0 writes metrics (TensorBoard and workdir/metrics.jsonl); the
   # others log to their own logs.
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  if jax.process_index() == 0:
-    writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))])
+  writer = metric_logging.make_writer(workdir, is_main_process=jax.process_index() == 0)
   if start_step == 0:
     writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
   num_steps = config.train.num_steps
-  report_progress = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                                    every_secs=None, every_steps=config.train.log_every)
+  report_progress = metric_logging.make_progress(num_steps, writer, config.train.log_every)
   with sharding.activate(mesh):
     step_fn = make_train_step(model, tx, lr, mesh, shardings, train_metric_names(model, config))
     eval_step = make_eval_step(model, mesh, shardings.params)
@@ -400,48 +397,6 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   manager.wait_until_finished()
   writer.flush()
   return state
-
-
-class JsonlWriter(metric_writers.MetricWriter):
-  """Scalars as JSON lines {"step": s, name: value, ...} appended to one file:
-  readable without TensorBoard (tests, benchmarks, quick plots)."""
-
-  def __init__(self, path: str):
-    self.path = path
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-
-  def write_scalars(self, step, scalars):
-    import json
-    row = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(row) + '\n')
-
-  def write_summaries(self, step, values, metadata=None):
-    pass
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
-
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:

@@ -206,7 +206,8 @@ def wikitext103_documents(data_files: Sequence[str] = (), split: str = 'train') 
 
 def lm1b_documents(tfds_data_dir: str | None = None, split: str = 'train') -> Iterator[bytes]:
   """LM1B sentences through TFDS's random-access reader (no TensorFlow graph needed)."""
-  import tensorflow_datasets as tfds
+  from bltdiff import tensorflow_import  # TFDS imports TensorFlow: without its notices
+  tfds = tensorflow_import.import_quietly('tensorflow_datasets')
   try:
     source = tfds.data_source('lm1b', split=split, data_dir=tfds_data_dir,
                               builder_kwargs={'file_format': 'array_record'})
