@@ -23,7 +23,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bltdiff.data import pipeline  # noqa: E402
-from data_prep import prepare as prep  # noqa: E402
+from data_prep import writer as prep  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
 GUTENBERG = REPO.parent / 'shared' / 'data' / 'gutenberg'

@@ -431,7 +431,7 @@ def _calibrate(config, prepared_dir: str, workdir: str, use_entropies: bool) -> 
 def prepare_chain(config, workdir: str):
   """See LatentMDLM.prepare_data."""
   from bltdiff.data import pipeline
-  from data_prep.prepare import prepare
+  from data_prep.writer import prepare
   config = config.copy_and_resolve_references()
   needs_entropies = config.patching.mode in patching.ENTROPY_MODES
   with config.unlocked():

@@ -12,7 +12,7 @@ from bltdiff import vocab
 from bltdiff.data import pipeline
 from bltdiff.data.packing import BOUNDARY_ENTROPY, PackedBatchIterDataset
 from data_prep import manifest as mf
-from data_prep import prepare as prep
+from data_prep import writer as prep
 from data_prep.errors import DataError
 
 

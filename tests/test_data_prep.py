@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_prep import manifest as mf
-from data_prep import prepare as prep
+from data_prep import writer as prep
 from data_prep import sources
 from data_prep.errors import DataError
 from bltdiff.data.pipeline import DocumentSource

@@ -74,7 +74,7 @@ def ensure_prepared(data_config, workdir: str) -> str:
   or process 0 then a barrier) and set prepared_dir; concurrent preparation
   into one directory is not supported.
   """
-  from data_prep.prepare import prepare  # the writer is only needed here
+  from data_prep.writer import prepare  # the writer is only needed here
   if data_config.get('prepared_dir', ''):
     mf.read_manifest(data_config.prepared_dir)
     return str(data_config.prepared_dir)
