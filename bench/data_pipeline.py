@@ -9,20 +9,22 @@ the bytes of the packed batches (batch_size · seq_len symbols per batch).
 The headline `mb_per_s` is in-process (workers=0: one core), batch 64 × 512.
 """
 
-import report  # bench/report.py: BENCHMARKS.md from the JSON files
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import report  # bench/report.py: BENCHMARKS.md from the JSON files
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app  # noqa: E402
 
 from bltdiff.data import pipeline  # noqa: E402
+from configs import common  # noqa: E402
 from data_prep import writer as prep  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
@@ -31,7 +33,7 @@ GUTENBERG = REPO.parent / 'shared' / 'data' / 'gutenberg'
 
 def throughput(prepared: str, *, workers: int, batch_size: int, seq_len: int, seconds: float = 1.5) -> float:
   """MB/s of packed batches after a warm-up (worker start-up excluded)."""
-  cfg = ml_collections.ConfigDict(dict(seq_len=seq_len, num_workers=workers))
+  cfg = common.data_config(seq_len=seq_len, num_workers=workers)
   it = pipeline.make_iterator(cfg, prepared, 'train', batch_size=batch_size, seed=0)
   for _ in range(20):
     next(it)
@@ -45,7 +47,8 @@ def throughput(prepared: str, *, workers: int, batch_size: int, seq_len: int, se
   return n * batch_size * seq_len / dt / 1e6
 
 
-def main():
+def main(argv):
+  del argv
   RESULTS.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix='bench_data_'))
   corpora = {'builtin': str(tmp / 'builtin')}
@@ -95,4 +98,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -14,7 +14,7 @@ Protocol
   documents, every 20th held out).
 - Patching: a small entropy model trained by the chain on the same train split;
   the global threshold is calibrated to 4.5 bytes per patch.
-- FLOPs: XLA cost analysis of one compiled forward+backward pass of each
+- FLOPs: bltdiff.flops.count of one forward+backward pass of each
   model's training loss on one global batch (the optimizer update is left
   out: it is per parameter, not per byte). The budget is the latent MDLM (ar)
   run's FLOPs per step x BASE_STEPS x scale; every system gets
@@ -25,11 +25,9 @@ Protocol
   (eval_batches x batch_size x seq_len bytes); diffusion bounds average
   eval_t_samples draws of t per batch with t_min = 0 (the whole NELBO); AR is
   exact. The latent bound includes the p(S) and overflow terms.
-Every system is trained by the project's trainer (train.train_and_evaluate).
+Every system is trained by the project's trainer (bltdiff.commands.train).
 """
 
-import argparse
-import copy
 import json
 import os
 import sys
@@ -45,8 +43,12 @@ import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from bltdiff import models, train  # noqa: E402
+from bltdiff import commands, flops  # noqa: E402
+from bltdiff.models import registry  # noqa: E402
+from bltdiff.training import state  # noqa: E402
+from configs import common  # noqa: E402
 
 sys.path.insert(0, str(REPO / 'bench'))
 import report  # noqa: E402
@@ -56,80 +58,60 @@ BATCH = 16
 BASE_STEPS = 400  # latent MDLM (ar) steps at scale 1
 
 
-def common(seed=0):
-  c = ml_collections.ConfigDict()
-  c.seed = seed
-  c.data = ml_collections.ConfigDict(dict(
-      source='text', paths=str(CORPUS / '*.txt'), prepared_dir='', seq_len=SEQ_LEN,
-      num_workers=0, builtin_max_bytes=0, validation_fraction=0.05, use_entropies=False,
-      doc_bytes=32_768))
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=BATCH, num_steps=100, learning_rate=2e-3, warmup_steps=50, weight_decay=0.01,
-      grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1, log_every=100,
-      eval_every=1_000_000, eval_batches=16, eval_t_samples=4, sample_every=1_000_000,
-      checkpoint_every=1_000_000, keep_checkpoints=1, peak_flops_per_device=0.0))
-  c.sample = ml_collections.ConfigDict(dict(
-      sampler='cached', steps=64, num_samples=2, top_p=1.0, block_length=0))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  return c
+def common_sections(seed=0):
+  """data / train / sample sections shared by every system of the benchmark."""
+  return dict(
+      seed=seed,
+      data=common.data_config(source='text', paths=str(CORPUS / '*.txt'), seq_len=SEQ_LEN,
+                              builtin_max_bytes=0, doc_bytes=32_768),
+      train=common.train_config(batch_size=BATCH, num_steps=100, warmup_steps=50,
+                                log_every=100, eval_every=1_000_000, eval_batches=16,
+                                sample_every=1_000_000, checkpoint_every=1_000_000,
+                                keep_checkpoints=1),
+      sample=common.sample_config(num_samples=2))
 
 
 def entropy_model_config():
-  c = common()
-  c.model = ml_collections.ConfigDict(dict(
-      kind='byte_ar', dim=64, num_layers=2, num_heads=4, mlp_dim=192, attention_window=0,
-      dropout=0.0, dtype='float32'))
-  c.data.seq_len = 128
+  sections = common_sections()
+  c = common.entropy_model_run(sections['data'], seq_len=128)
   c.train.update(batch_size=32, num_steps=300, learning_rate=3e-3, warmup_steps=30,
-                 eval_batches=2)
+                 eval_batches=2, log_every=100)
   return c
 
 
 def latent_config(decoder_mode):
-  c = common()
-  c.model = ml_collections.ConfigDict(dict(
-      kind='latent_mdlm', dim=192, num_layers=4, num_heads=6, mlp_dim=576, dropout=0.0,
-      enc_dim=64, enc_layers=1, enc_heads=2, enc_mlp_dim=192, pool_queries=2,
-      ngram_sizes=(3, 4, 5, 6, 7, 8), hash_buckets=4096,
-      dec_dim=64, dec_layers=1, dec_heads=2, dec_mlp_dim=192, decoder_mode=decoder_mode,
-      schedule='loglinear', dtype='float32'))
-  c.patching = ml_collections.ConfigDict(dict(
-      mode='entropy', threshold=1.5, monotonic_threshold=0.0, reset_on_newline=False,
-      static_size=4, max_patch_len=8, num_slots=80, entropy_model='',
-      calibrate_target_mean=4.5, calibrate_bytes=1 << 19))
-  c.entropy_model = entropy_model_config()
-  c.data.use_entropies = True  # the chain's shards carry them; example batches too
-  return c
+  sections = common_sections()
+  sections['data'].use_entropies = True  # the chain's shards carry them; example batches too
+  return common.run(
+      model=common.latent_model(dim=192, num_layers=4, num_heads=6, mlp_dim=576,
+                                decoder_mode=decoder_mode),
+      patching=common.patching_config(num_slots=80), entropy_model=entropy_model_config(),
+      **sections)
 
 
 def byte_config(kind):
-  c = common()
-  c.model = ml_collections.ConfigDict(dict(
-      kind=kind, dim=128, num_layers=4, num_heads=4, mlp_dim=384, dropout=0.0,
-      schedule='loglinear', dtype='float32', attention_window=0))
-  return c
+  return common.run(model=common.byte_model(kind), **common_sections())
 
 
 def step_flops_and_params(config):
   """(FLOPs of one forward+backward of the loss on a global batch, parameter count)."""
-  model = models.get_model(config)
-  batch = train.example_batch(config, config.train.batch_size)
+  model = registry.get_model(config)
+  batch = state.example_batch(config, config.train.batch_size)
   abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
-  grad = jax.jit(jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0]))
-  flops = train.cost_flops(grad.lower(abstract, batch, jax.random.PRNGKey(0)).compile())
-  return flops, sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract))
+  grad = jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0])
+  return (flops.count(grad, abstract, batch, jax.random.PRNGKey(0)),
+          sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)))
 
 
 def run_system(name, config, workdir, steps):
   """Trains with the project's trainer, then evaluates the final checkpoint."""
-  from bltdiff.main import run_eval
   with config.unlocked():
     config.train.num_steps = steps
     config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
   start = time.time()
-  train.train_and_evaluate(config, workdir)
+  commands.train(config, workdir)
   train_s = time.time() - start
-  metrics = run_eval(None, workdir)
+  metrics = commands.evaluate(workdir)
   return metrics, train_s, time.time() - start - train_s
 
 
@@ -161,7 +143,7 @@ def train_systems(scale: float, workdir: str):
   work = Path(workdir) / f'scale_{scale:g}'
   # The entropy model does not depend on the budget: trained once, reused by every scale.
   entropy_dir = Path(workdir) / 'entropy_model'
-  train.train_and_evaluate(entropy_model_config(), str(entropy_dir))
+  commands.train(entropy_model_config(), str(entropy_dir))
 
   # The latent chain runs first: entropy model, shards with entropies, calibration.
   systems = [('bltdiff', 'ar', latent_config('ar')),
@@ -203,12 +185,15 @@ def train_systems(scale: float, workdir: str):
   return rows, runs, shared
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--scale', type=float, default=1.0, help='multiplies the FLOP budget')
-  parser.add_argument('--workdir', default=str(REPO / 'runs' / 'bench_likelihood'))
-  parser.add_argument('--out', default=str(RESULTS / 'likelihood.json'))
-  args = parser.parse_args(argv)
+SCALE = flags.DEFINE_float('scale', 1.0, 'Multiplies the training FLOP budget.')
+WORKDIR = flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
+                              'Where the runs are trained (finished runs are reused).')
+OUT = flags.DEFINE_string('out', str(RESULTS / 'likelihood.json'), 'Results JSON.')
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   if not CORPUS.is_dir():
     sys.exit(f'development corpus not found at {CORPUS}')
   begin = time.time()
@@ -222,7 +207,7 @@ def main(argv=None):
   os.makedirs(Path(args.out).parent, exist_ok=True)
   out = dict(rows=rows, machine=report.machine_description(),
              notes=(f'Development corpus, {SEQ_LEN}-byte rows, batch {BATCH}, equal training '
-                    f'FLOPs (forward+backward of the loss, XLA cost analysis; optimizer and '
+                    f'FLOPs (forward+backward of the loss, bltdiff.flops; optimizer and '
                     f'entropy model not counted); eval on the validation split, diffusion '
                     f'bounds with t over (0, 1]. This invocation took {total / 60:.1f} min '
                     f'(systems already trained in the work directory are reused, not '
@@ -245,4 +230,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,11 +1,11 @@
 """Parameter counts and FLOPs per byte of the latent MDLM configs.
 
-  python bench/model_costs.py [configs/latent_demo.py ...]
+  python bench/model_costs.py [--configs=configs/demo.py,...]
 
 For each config: parameters (total and per part: local encoder, latent
 transformer, local decoder) and FLOPs per byte of one training step
-(forward + backward of the loss) and of one denoiser call, both from XLA's
-cost analysis of the compiled function (machine-independent), traced with
+(forward + backward of the loss) and of one denoiser call, both counted by
+`bltdiff.flops` (machine-independent), traced with
 abstract inputs, so nothing is allocated and no data or entropy model is
 needed. Patching is static here (same shapes as the config's mode; FLOPs do
 not depend on where patches start).
@@ -20,11 +20,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from bltdiff import models, train
+from bltdiff import flops
+from bltdiff.models import registry
+from bltdiff.training import state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CONFIGS = ('configs/latent_demo.py', 'configs/latent_gutenberg.py', 'configs/owt.py')
+DEFAULT_CONFIGS = ('configs/demo.py', 'configs/latent_gutenberg.py', 'configs/owt.py')
 
 
 def load_config(path):
@@ -47,29 +50,31 @@ def costs(config, batch_size: int = 1) -> dict:
   with config.unlocked():
     config.data.use_entropies = False
     config.patching.mode = 'static'
-    config.patching.static_size = max(1, round(config.patching.get('calibrate_target_mean', 4.5)))
-  model = models.get_model(config)
-  batch = train.example_batch(config, batch_size)
+    config.patching.static_size = max(1, round(config.patching.calibrate_target_mean or 4.5))
+  model = registry.get_model(config)
+  batch = state.example_batch(config, batch_size)
   abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
   key = jax.random.PRNGKey(0)
-  step = jax.jit(jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0]))
-  train_flops = train.cost_flops(step.lower(abstract, batch, key).compile())
+  step = jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0])
+  train_flops = flops.count(step, abstract, batch, key)
   pc = model.patch_config
   shape = (batch_size, pc.num_slots, pc.max_patch_len)
-  from bltdiff.latent_mdlm import LatentDenoiser
-  denoise = jax.jit(lambda p, t, v: model._apply(p, t, v, v, method=LatentDenoiser.denoise))
-  call_flops = train.cost_flops(denoise.lower(
-      abstract, jax.ShapeDtypeStruct(shape, jnp.int32),
-      jax.ShapeDtypeStruct(shape[:2], jnp.bool_)).compile())
+  call_flops = flops.count(lambda p, t, v: model.denoise(p, t, v, v), abstract,
+                           jax.ShapeDtypeStruct(shape, jnp.int32),
+                           jax.ShapeDtypeStruct(shape[:2], jnp.bool_))
   n = batch_size * config.data.seq_len
   return dict(params=param_counts(abstract), train_flops_per_byte=train_flops / n,
               denoiser_call_flops_per_byte=call_flops / n, seq_len=config.data.seq_len,
-              num_slots=pc.num_slots, decoder_mode=config.model.get('decoder_mode', 'ar'))
+              num_slots=pc.num_slots, decoder_mode=config.model.decoder_mode)
 
 
-def main(paths):
+CONFIGS = flags.DEFINE_list('configs', list(DEFAULT_CONFIGS), 'Run config files (latent MDLM).')
+
+
+def main(argv):
+  del argv
   rows = {}
-  for path in paths or DEFAULT_CONFIGS:
+  for path in CONFIGS.value:
     rows[path] = costs(load_config(path))
     r = rows[path]
     p = r['params']
@@ -79,9 +84,9 @@ def main(paths):
           f"{r['denoiser_call_flops_per_byte'] / 1e6:.2f} MFLOPs/byte "
           f"(seq_len {r['seq_len']}, {r['num_slots']} slots, decoder {r['decoder_mode']})",
           flush=True)
-  return rows
+  json.dump(rows, sys.stdout, indent=1)
+  print()
 
 
 if __name__ == '__main__':
-  json.dump(main(sys.argv[1:]), sys.stdout, indent=1)
-  print()
+  app.run(main)

@@ -22,8 +22,6 @@ undertrained; pass a properly trained one for representative boundaries.
 
 from __future__ import annotations
 
-import report  # bench/report.py: BENCHMARKS.md from the JSON files
-import argparse
 import json
 import os
 import subprocess
@@ -31,12 +29,16 @@ import sys
 import time
 from pathlib import Path
 
+import report  # bench/report.py: BENCHMARKS.md from the JSON files
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from bltdiff import calibrate, entropy, patching  # noqa: E402
+from bltdiff import calibrate, calibration, patching  # noqa: E402
+from bltdiff.training import restore  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'gutenberg'
 RESULTS = REPO / 'bench' / 'results'
@@ -94,22 +96,24 @@ def plot(path: Path, rows: list[dict], histograms: dict, trace: dict) -> None:
   plt.close(fig)
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--entropy_model', help='workdir of a trained byte_ar run')
-  parser.add_argument('--train_steps', type=int, default=300)
-  parser.add_argument('--sample_bytes', type=int, default=96_000)
-  parser.add_argument('--target_mean', type=float, default=4.5)
-  parser.add_argument('--max_patch_len', type=int, default=8)
-  parser.add_argument('--seq_len', type=int, default=1024, help='packed row length')
-  args = parser.parse_args()
+flags.DEFINE_string('entropy_model', None, 'Workdir of a trained byte_ar run (default: train one).')
+flags.DEFINE_integer('train_steps', 300, 'Steps of the entropy model trained here.')
+flags.DEFINE_integer('sample_bytes', 96_000, 'Bytes of the corpus sample.')
+flags.DEFINE_float('target_mean', 4.5, 'Target mean bytes per patch.')
+flags.DEFINE_integer('max_patch_len', 8, 'Longest patch.')
+flags.DEFINE_integer('seq_len', 1024, 'Packed row length.')
+
+
+def main(argv) -> None:
+  del argv
+  args = flags.FLAGS
 
   t_start = time.time()
   workdir = args.entropy_model
   if not workdir:
     workdir = REPO / 'runs' / 'bench_entropy_gutenberg'
     train_entropy_model(workdir, args.train_steps)
-  model = entropy.load_entropy_model(str(workdir), batch_size=16)
+  model = restore.load_entropy_model(str(workdir), batch_size=16)
 
   docs = calibrate.read_text_sample(str(CORPUS / '*.txt'), args.sample_bytes)
   model([docs[0][:model.chunk_len]])  # compile outside the timing
@@ -121,7 +125,7 @@ def main() -> None:
         f'(chunks of {model.chunk_len}, overlap {model.overlap})', flush=True)
 
   tokens = [np.frombuffer(d, np.uint8).astype(np.int32) for d in docs]
-  tok, ent, valid = calibrate.pack_documents(tokens, ents, args.seq_len)
+  tok, ent, valid = calibration.pack_documents(tokens, ents, args.seq_len)
   base = dict(max_patch_len=args.max_patch_len, num_slots=args.seq_len)
   variants = [
       ('entropy', dict(mode='entropy')),
@@ -135,7 +139,7 @@ def main() -> None:
   rows, histograms, trace = [], {}, None
   for label, fields in variants:
     config = patching.PatchConfig(**base, **fields)
-    result = calibrate.calibrate(tok, ent, valid, config, args.target_mean)
+    result = calibration.calibrate(tok, ent, valid, config, args.target_mean)
     mode = config.mode
     threshold = {'monotonic': result['monotonic_threshold'],
                  'static': result['static_size']}.get(
@@ -144,7 +148,7 @@ def main() -> None:
         **base, **{**fields, 'threshold': result['threshold'],
                    'monotonic_threshold': result['monotonic_threshold'],
                    'static_size': result['static_size']})
-    lengths = calibrate.patch_lengths(tok, ent, valid, calibrated)
+    lengths = calibration.patch_lengths(tok, ent, valid, calibrated)
     histograms[label] = np.bincount(lengths, minlength=args.max_patch_len + 1)
     row = dict(mode=mode, label=label, threshold=threshold,
                mean_patch_bytes=round(result['mean_patch_bytes'], 4), p50=result['p50'],
@@ -187,4 +191,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

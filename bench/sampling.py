@@ -2,7 +2,7 @@
 
   python bench/sampling.py [--config=cpu|gpu] [--scale=S] [--workdir=runs/bench_likelihood]
 
-Protocol (see DESIGN.md, "Evaluation protocol"):
+Protocol (see docs/design.md, "Measuring"):
 - Models: byte AR, byte MDLM and latent MDLM (decoders `ar` and `parallel`)
   trained by the project's trainer to the same training-FLOPs budget on the
   development corpus (the configs and budget of bench/likelihood.py; runs
@@ -22,7 +22,6 @@ Writes bench/results/sampling.json, bench/results/sampling_wall.png and
 sampling_flops.png, and regenerates BENCHMARKS.md.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -40,8 +39,12 @@ import numpy as np  # noqa: E402
 
 import likelihood  # noqa: E402  (bench/likelihood.py: configs, budget, trainer runs)
 import report  # noqa: E402
-from bltdiff import byte_ar, checkpointing, models, sample_quality, train, vocab  # noqa: E402
+from absl import app, flags  # noqa: E402
+from bltdiff import commands, flops, sample_quality, vocab  # noqa: E402
 from bltdiff.data import pipeline  # noqa: E402
+from bltdiff.models import byte_ar  # noqa: E402
+from bltdiff.sampling.options import SamplerOptions  # noqa: E402
+from bltdiff.training import restore  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
 
@@ -98,13 +101,12 @@ def _train(config, workdir, steps):
   with config.unlocked():
     config.train.num_steps = steps
     config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
-  train.train_and_evaluate(config, workdir)
+  commands.train(config, workdir)
 
 
 def load(workdir):
-  config = checkpointing.load_config(workdir)
-  state, model, _ = train.restore_state_for_inference(config, workdir)
-  return config, model, state.params
+  loaded = restore.load_for_inference(workdir)
+  return loaded.config, loaded.model, loaded.params
 
 
 # --- FLOPs of one network call and one proposal draw, per system -------------------
@@ -112,7 +114,7 @@ def load(workdir):
 
 def byte_mdlm_call_flops(model, params, n, length):
   z = jnp.full((n, length), vocab.MASK, jnp.int32)
-  return {'predict': sample_quality.compiled_flops(lambda p, z: model.log_probs(p, z), params, z),
+  return {'predict': flops.count(lambda p, z: model.log_probs(p, z), params, z),
           'propose': 0.0}
 
 
@@ -124,20 +126,19 @@ def byte_ar_call_flops(model, params, n, length):
     return model.decoder.apply({'params': p, 'cache': c}, x, jnp.zeros_like(x), jnp.ones_like(x),
                                method=byte_ar.ByteAR.decode_step, mutable=['cache'])
 
-  return {'predict': sample_quality.compiled_flops(step, params, cache, x), 'propose': 0.0}
+  return {'predict': flops.count(step, params, cache, x), 'propose': 0.0}
 
 
 def latent_call_flops(model, params, n, length):
-  from bltdiff.latent_mdlm import LatentDenoiser
   P, L = model.patch_config.num_slots, model.patch_config.max_patch_len
   tokens = jnp.full((n, P, L), vocab.PAD, jnp.int32)
   masks = jnp.ones((n, P), bool)
-  predict = lambda p, t, m: model._apply(p, t, ~m, m, method=LatentDenoiser.denoise)
+  predict = lambda p, t, m: model.denoise(p, t, ~m, m)
   cond = jax.eval_shape(predict, params, tokens, masks)
-  cond = jnp.zeros(cond.shape, cond.dtype)
-  return {'predict': sample_quality.compiled_flops(predict, params, tokens, masks),
-          'propose': sample_quality.compiled_flops(
-              lambda p, k, c: model.propose(p, k, c), params, jax.random.PRNGKey(0), cond)}
+  with jax.enable_x64(True):
+    propose = flops.count(lambda p, k, c: model.propose(p, k, c), params,
+                          jax.random.PRNGKey(0), cond)
+  return {'predict': flops.count(predict, params, tokens, masks), 'propose': propose}
 
 
 CALL_FLOPS = {'byte_mdlm': byte_mdlm_call_flops, 'byte_ar': byte_ar_call_flops,
@@ -161,12 +162,13 @@ def run_grid(settings, workdirs):
       options = settings['options'].get(sampler, {})
       steps = steps or options.get('max_steps', 64)
       row = dict(system='bltdiff' if kind == 'latent_mdlm' else kind, sampler=sampler,
-                 decoder_mode=config.model.get('decoder_mode') if kind == 'latent_mdlm' else None,
+                 decoder_mode=config.model.decoder_mode if kind == 'latent_mdlm' else None,
                  steps=steps, call_flops=flops)
 
-      def sample(key, model=model, params=params, sampler=sampler, steps=steps, options=options):
-        return model.sample(params, key, num_samples=n, length=length, steps=steps,
-                            sampler=sampler, **options)
+      opts = SamplerOptions(sampler=sampler, steps=steps, **options)
+
+      def sample(key, model=model, params=params, opts=opts):
+        return model.sample(params, key, opts, num_samples=n, length=length)
 
       runs.append((row, sample))
   # Compile every sampler once, then time them round-robin.
@@ -226,15 +228,17 @@ def plot(rows, data, path_wall, path_flops):
     plt.close(fig)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--config', choices=sorted(SETTINGS), default='cpu')
-  parser.add_argument('--scale', type=float, default=None, help='training FLOP budget factor')
-  # The same runs as bench/likelihood.py (same configs, budget and names): models
-  # it trained at this scale are reused; only the evaluator is new.
-  parser.add_argument('--workdir', default=str(REPO / 'runs' / 'bench_likelihood'))
-  parser.add_argument('--out', default=str(RESULTS / 'sampling.json'))
-  args = parser.parse_args(argv)
+flags.DEFINE_enum('config', 'cpu', sorted(SETTINGS), 'Settings preset.')
+flags.DEFINE_float('scale', None, 'Training FLOP budget factor.')
+# The same runs as bench/likelihood.py (same configs, budget and names): models
+# it trained at this scale are reused; only the evaluator is new.
+flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'), 'Run directory.')
+flags.DEFINE_string('out', str(RESULTS / 'sampling.json'), 'Results JSON.')
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   settings = dict(SETTINGS[args.config])
   if args.scale is not None:
     settings['scale'] = args.scale
@@ -303,4 +307,4 @@ def notes(rows, data) -> str:
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -1,4 +1,4 @@
-"""Train-step throughput: bytes/s, FLOPs per step (XLA cost analysis) and MFU,
+"""Train-step throughput: bytes/s, FLOPs per step (bltdiff.flops) and MFU,
 for the byte MDLM and the latent MDLM.
 
   python bench/train_throughput.py                      # CPU size (this machine)
@@ -7,16 +7,15 @@ for the byte MDLM and the latent MDLM.
 Writes bench/results/train_throughput.json ({"rows": [...], "notes", "machine"}),
 bench/results/train_throughput.png, and regenerates BENCHMARKS.md.
 
-What is timed: the jitted train step of bltdiff.train (forward, backward, AdamW
+What is timed: the jitted train step of bltdiff.training.steps (forward, backward, AdamW
 update) on random batches already on the device, after compilation and two
 warm-up steps, `--steps` steps with a block at the end. No data pipeline, no
 host transfers, no eval: the model's ceiling, not a training run's average.
 
-MFU = (XLA FLOPs of the compiled step per device) x steps/s / peak FLOP/s per
-device. The peak comes from bltdiff.train.PEAK_FLOPS_BF16 by device kind
+MFU = (FLOPs of the step per device, bltdiff.flops) x steps/s / peak FLOP/s per
+device. The peak comes from bltdiff.training.mfu.PEAK_FLOPS_BF16 by device kind
 (H200: 989e12 dense bf16) or --peak_flops; on a CPU it is unknown and MFU is
-left empty unless --peak_flops is given. XLA counts what it executes, so this
-is strictly hardware-FLOPs utilization (the same as model FLOPs here: no remat).
+left empty unless --peak_flops is given.
 
 On an H200 (or any GPU): install the CUDA build of the pinned jax
 (`pip install "jax[cuda12]==0.10.2"`), then
@@ -31,12 +30,13 @@ latent transformer. Lower --batch_per_device if it does not fit.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from absl import app, flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # bench/report.py: BENCHMARKS.md from the JSON files
@@ -54,27 +54,21 @@ def load_config(path: str):
 
 
 def systems(preset: str, dtype: str | None):
-  """[(name, config)] for the preset."""
-  import ml_collections
+  """[(name, config)] for the preset: byte MDLM with the latent transformer's
+  shape, and the latent MDLM."""
+  from configs import common
+  latent = load_config('configs/demo.py' if preset == 'cpu' else 'configs/owt.py')
+  m = latent.model
+  byte = common.run(model=common.byte_model('byte_mdlm', dim=m.dim, num_layers=m.num_layers,
+                                            num_heads=m.num_heads, mlp_dim=m.mlp_dim,
+                                            dtype=m.dtype),
+                    data=common.data_config(**dict(latent.data.to_dict(), use_entropies=False)),
+                    train=latent.train)
   out = []
-  if preset == 'cpu':
-    byte = load_config('configs/demo.py')
-    byte.data.seq_len = 256
-    latent = load_config('configs/latent_demo.py')
-    latent.data.seq_len = 256
-  else:
-    latent = load_config('configs/owt.py')
-    byte = load_config('configs/owt.py')
-    m = latent.model
-    byte.model = ml_collections.ConfigDict(dict(
-        kind='byte_mdlm', dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads,
-        mlp_dim=m.mlp_dim, dropout=0.0, schedule='loglinear', dtype=m.dtype))
-    byte.data.use_entropies = False
-    del byte['patching']
   for name, c in (('byte_mdlm', byte), ('latent_mdlm', latent)):
     if dtype:
       c.model.dtype = dtype
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.mesh = common.mesh_config()
     out.append((name, c))
   return out
 
@@ -82,27 +76,29 @@ def systems(preset: str, dtype: str | None):
 def measure(config, batch_size: int, steps: int, peak: float) -> dict:
   import jax
   import numpy as np
-  from bltdiff import sharding, train
+  from bltdiff import flops, sharding
+  from bltdiff.training import mfu, state as train_state, steps as train_steps
   config.train.batch_size = batch_size
-  mesh, model, tx, lr, _, shardings = train.setup(config, '')
+  run = train_state.setup(config)
+  mesh, model, tx, lr, shardings = run.mesh, run.model, run.tx, run.lr_schedule, run.shardings
   rng = np.random.RandomState(0)
   n = config.data.seq_len
 
   def batch():
     b = {'tokens': rng.randint(32, 127, (batch_size, n)).astype(np.int32)}
-    if config.data.get('use_entropies', False):
+    if config.data.use_entropies:
       b['entropies'] = rng.gamma(1.0, 1.0, (batch_size, n)).astype(np.float32)
     return sharding.global_batch(b, mesh)
 
   with sharding.activate(mesh):
-    state = train.create_train_state(model, tx, config, mesh, shardings)
-    step = train.make_train_step(model, tx, lr, mesh, shardings,
-                                 train.train_metric_names(model, config))
+    state = train_state.create_train_state(model, tx, config, mesh, shardings)
+    step = train_steps.make_train_step(model, tx, lr, mesh, shardings,
+                                       train_steps.train_metric_names(model, config))
     batches = [batch() for _ in range(4)]
     start = time.perf_counter()
     compiled = step.lower(state, batches[0]).compile()
     compile_s = time.perf_counter() - start
-    flops = train.cost_flops(compiled)
+    step_flops = flops.count(step, state, batches[0]) / jax.device_count()  # per device
     for i in range(2):  # warm-up
       state, metrics = compiled(state, batches[i % 4])
     jax.block_until_ready(state)
@@ -113,12 +109,13 @@ def measure(config, batch_size: int, steps: int, peak: float) -> dict:
     elapsed = time.perf_counter() - start
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   devices = jax.device_count()
-  row = dict(batch_size=batch_size, seq_len=n, dtype=config.model.get('dtype', 'float32'),
+  row = dict(batch_size=batch_size, seq_len=n, dtype=config.model.dtype,
              params=params, steps=steps, step_s=elapsed / steps,
              bytes_per_s=steps * batch_size * n / elapsed,
              bytes_per_s_per_device=steps * batch_size * n / elapsed / devices,
-             flops_per_step=flops, tflops_per_s_per_device=flops * steps / elapsed / 1e12,
-             mfu=train.mfu(flops, steps, elapsed, peak) if peak else None,
+             flops_per_step_per_device=step_flops,
+             tflops_per_s_per_device=step_flops * steps / elapsed / 1e12,
+             mfu=mfu.mfu(step_flops, steps, elapsed, peak) if peak else None,
              peak_flops_per_device=peak or None, compile_s=compile_s,
              device=f'{devices} x {jax.devices()[0].device_kind}',
              final_loss=float(metrics.compute()['loss']))
@@ -142,25 +139,26 @@ def plot(rows, path):
   fig.savefig(path, dpi=110)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--preset', choices=['cpu', 'accelerator'], default='cpu')
-  parser.add_argument('--batch_per_device', type=int, default=None,
-                      help='default: 8 (cpu preset: 8 in all)')
-  parser.add_argument('--steps', type=int, default=None, help='timed steps (cpu 5, else 20)')
-  parser.add_argument('--peak_flops', type=float, default=0.0,
-                      help='peak FLOP/s per device; default: the table by device kind')
-  parser.add_argument('--dtype', default=None, help='override model.dtype (float32/bfloat16)')
-  parser.add_argument('--systems', default='byte_mdlm,latent_mdlm')
-  parser.add_argument('--out', default=str(ROOT / 'bench' / 'results' / 'train_throughput.json'))
-  args = parser.parse_args()
+flags.DEFINE_enum('preset', 'cpu', ['cpu', 'accelerator'], 'Model sizes: demo or OpenWebText.')
+flags.DEFINE_integer('batch_per_device', None, 'Default: 8 (cpu preset: 8 in all).')
+flags.DEFINE_integer('steps', None, 'Timed steps (cpu 5, else 20).')
+flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s per device; default: the table by device kind.')
+flags.DEFINE_string('dtype', None, 'Override model.dtype (float32/bfloat16).')
+flags.DEFINE_list('systems', ['byte_mdlm', 'latent_mdlm'], 'Systems to measure.')
+flags.DEFINE_string('out', str(ROOT / 'bench' / 'results' / 'train_throughput.json'),
+                    'Results JSON.')
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   import jax
-  from bltdiff import train
-  peak = train.peak_flops_per_device(args.peak_flops)
+  from bltdiff.training import mfu
+  peak = mfu.peak_flops_per_device(args.peak_flops)
   steps = args.steps or (5 if args.preset == 'cpu' else 20)
   per_device = args.batch_per_device or 8
   batch_size = per_device if args.preset == 'cpu' else per_device * jax.device_count()
-  wanted = args.systems.split(',')
+  wanted = args.systems
   rows = []
   for name, config in systems(args.preset, args.dtype):
     if name not in wanted:
@@ -189,4 +187,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

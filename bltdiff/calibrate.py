@@ -1,176 +1,42 @@
-"""Threshold calibration: pick θ so that patches average a target size.
-
-Given per-byte entropies of a data sample, a patching mode and a target mean
-bytes per patch (e.g. 4.5), bisection finds the threshold: the mean patch
-length is non-decreasing in θ (a higher threshold only removes patch starts,
-and splitting at ℓ_max never adds more patches to a merged patch than to its
-parts), so bisection on θ converges. Which parameter is searched:
-
-  entropy, entropy+monotonic -> threshold (monotonic_threshold kept fixed)
-  monotonic                  -> monotonic_threshold
-  static                     -> static_size (the best integer)
-  space, byte                -> nothing to search; stats only
-
-The sample is packed like training data: documents joined by BOUNDARY into
-rows of seq_len bytes, so forced starts (row starts, document starts) and
-ℓ_max splits count exactly as they will in training.
+r"""The calibration command: the patching threshold for a target mean patch size.
 
   python -m bltdiff.calibrate --entropy_model=WORKDIR --data='corpus/*.txt' \
       --target_mean=4.5 --mode=entropy
+
+--data is a glob of text files (or a directory of them), or a prepared shard
+directory (its stored entropies are used). Writes the calibrated fields and the
+achieved patch-size statistics as JSON (see `bltdiff.calibration`).
 """
 
-from __future__ import annotations
-
-import argparse
-import dataclasses
-import functools
 import glob
 import json
 import os
-import sys
-from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-from bltdiff import entropy as entropy_lib
-from bltdiff import patching
-from bltdiff import vocab
-
-
-def pack_documents(tokens: Sequence[np.ndarray], entropies: Sequence[np.ndarray],
-                   seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Join documents with BOUNDARY into rows.
-
-  Returns tokens int32 [rows, seq_len], entropies float32 [rows, seq_len] and
-  valid bool [rows, seq_len] (False on the BOUNDARY padding of the last row).
-  """
-  tok_parts, ent_parts = [], []
-  for i, (t, h) in enumerate(zip(tokens, entropies)):
-    if i:
-      tok_parts.append(np.array([vocab.BOUNDARY], np.int32))
-      ent_parts.append(np.array([entropy_lib.BOUNDARY_ENTROPY], np.float32))
-    tok_parts.append(np.asarray(t, np.int32))
-    ent_parts.append(np.asarray(h, np.float32))
-  tok = np.concatenate(tok_parts) if tok_parts else np.zeros(0, np.int32)
-  ent = np.concatenate(ent_parts) if ent_parts else np.zeros(0, np.float32)
-  total = len(tok)
-  rows = max(1, -(-total // seq_len))
-  pad = rows * seq_len - total
-  valid = np.arange(rows * seq_len) < total
-  tok = np.concatenate([tok, np.full(pad, vocab.BOUNDARY, np.int32)])
-  ent = np.concatenate([ent, np.full(pad, entropy_lib.BOUNDARY_ENTROPY, np.float32)])
-  shape = (rows, seq_len)
-  return tok.reshape(shape), ent.reshape(shape), valid.reshape(shape)
+from bltdiff import calibration, command_line, patching
+from bltdiff.errors import BltdiffError
+from bltdiff.training import restore
+from data_prep import manifest as mf
 
 
-@functools.partial(jax.jit, static_argnames=('config',))
-def _count_patches(tokens, entropies, valid, threshold, monotonic_threshold, config):
-  starts = patching.compute_starts(tokens, entropies, config, threshold,
-                                   monotonic_threshold)
-  return jnp.sum(starts & valid)
-
-
-_patch_jit = jax.jit(patching.patch, static_argnums=2)
-
-
-def _stats_config(config: patching.PatchConfig, seq_len: int) -> patching.PatchConfig:
-  # One slot per byte: nothing can overflow, so every patch is seen.
-  return dataclasses.replace(config, num_slots=seq_len)
-
-
-def patch_lengths(tokens: np.ndarray, entropies: np.ndarray | None, valid: np.ndarray,
-                  config: patching.PatchConfig) -> np.ndarray:
-  """int [num_patches]: length of every patch that starts at a valid byte."""
-  config = _stats_config(config, tokens.shape[-1])
-  p = _patch_jit(tokens, entropies, config)
-  lengths, offsets, mask = (np.asarray(x) for x in (p.lengths, p.offsets, p.slot_mask))
-  valid_len = valid.sum(-1)[:, None]
-  return lengths[mask & (offsets < valid_len)]
-
-
-def length_stats(lengths: np.ndarray) -> dict:
-  """mean / p50 / p90 / max bytes per patch, and counts."""
-  if len(lengths) == 0:
-    return dict(mean_patch_bytes=float('nan'), p50=float('nan'), p90=float('nan'),
-                max=0, num_patches=0, num_bytes=0)
-  return dict(
-      mean_patch_bytes=float(lengths.mean()),
-      p50=float(np.percentile(lengths, 50)),
-      p90=float(np.percentile(lengths, 90)),
-      max=int(lengths.max()),
-      num_patches=int(len(lengths)),
-      num_bytes=int(lengths.sum()),
-  )
-
-
-def calibrate(tokens: np.ndarray, entropies: np.ndarray | None, valid: np.ndarray,
-              config: patching.PatchConfig, target_mean: float, *,
-              rel_tol: float = 0.002, max_iter: int = 60) -> dict:
-  """Find the parameter of config.mode giving target_mean bytes per patch.
-
-  tokens/entropies/valid: [rows, seq_len] as from pack_documents. Returns the
-  calibrated PatchConfig fields (threshold, monotonic_threshold, static_size),
-  the achieved stats, `target_mean` and `reachable` (False when no parameter
-  value gets within 5% of the target, e.g. a target above max_patch_len).
-  """
-  config = _stats_config(patching.PatchConfig.from_config(config), tokens.shape[-1])
-  num_bytes = int(valid.sum())
-  mode = config.mode
-  if mode in patching.ENTROPY_MODES:
-    ent = jnp.asarray(entropies, jnp.float32)
-    finite = np.asarray(entropies)[np.asarray(tokens) != vocab.BOUNDARY]
-    h_max = float(finite.max()) if finite.size else 0.0
-    # Below lo every byte starts a patch; above hi no entropy rule fires.
-    lo, hi = (-h_max - 1.0, h_max + 1.0)
-    field = 'monotonic_threshold' if mode == 'monotonic' else 'threshold'
-
-    def mean_at(theta: float) -> float:
-      kw = {field: jnp.float32(theta)}
-      kw.setdefault('threshold', jnp.float32(config.threshold))
-      kw.setdefault('monotonic_threshold', jnp.float32(config.monotonic_threshold))
-      count = int(_count_patches(tokens, ent, valid, config=config, **kw))
-      return num_bytes / max(count, 1)
-
-    best = None
-    for _ in range(max_iter):
-      mid = 0.5 * (lo + hi)
-      mean = mean_at(mid)
-      if best is None or abs(mean - target_mean) < abs(best[1] - target_mean):
-        best = (mid, mean)
-      if abs(mean - target_mean) <= rel_tol * target_mean:
-        break
-      if mean < target_mean:
-        lo = mid
-      else:
-        hi = mid
-    config = dataclasses.replace(config, **{field: float(best[0])})
-  elif mode == 'static':
-    # The mean of static patches is just under static_size (documents cut the
-    # last patch short), so only sizes next to the target can be best.
-    sizes = range(max(1, int(target_mean) - 1),
-                  min(config.max_patch_len, int(target_mean) + 2) + 1)
-    means = {s: num_bytes / int(_count_patches(
-        tokens, None, valid, 0.0, 0.0,
-        config=dataclasses.replace(config, static_size=s))) for s in sizes}
-    best_size = min(sizes, key=lambda s: abs(means[s] - target_mean))
-    config = dataclasses.replace(config, static_size=best_size)
-  stats = length_stats(patch_lengths(tokens, entropies, valid, config))
-  return dict(
-      mode=mode,
-      threshold=config.threshold,
-      monotonic_threshold=config.monotonic_threshold,
-      reset_on_newline=config.reset_on_newline,
-      static_size=config.static_size,
-      max_patch_len=config.max_patch_len,
-      target_mean=target_mean,
-      reachable=bool(abs(stats['mean_patch_bytes'] - target_mean) <= 0.05 * target_mean),
-      **stats,
-  )
-
-
-# --- command line -----------------------------------------------------------------
+def define_flags():
+  """The command's flags (defined only when it runs as the command, so that
+  importing this module next to another command defines nothing)."""
+  flags.DEFINE_string('entropy_model', None, 'Workdir of a trained byte_ar run.')
+  flags.DEFINE_string('data', None, 'Text glob, or a prepared shard directory.')
+  flags.DEFINE_float('target_mean', 4.5, 'Target mean bytes per patch.')
+  flags.DEFINE_enum('mode', 'entropy', list(patching.MODES), 'Patching mode.')
+  flags.DEFINE_integer('max_patch_len', 8, 'Longest patch (bytes).')
+  flags.DEFINE_float('threshold', 1.5, 'Fixed θ of entropy+monotonic when '
+                     'monotonic_threshold is searched; unused for monotonic.')
+  flags.DEFINE_float('monotonic_threshold', 0.0, 'Monotonic threshold.')
+  flags.DEFINE_bool('reset_on_newline', False, 'Monotonic reference resets after a newline.')
+  flags.DEFINE_integer('seq_len', 4096, 'Packed row length.')
+  flags.DEFINE_integer('max_bytes', 1 << 18, 'Sample size in bytes.')
+  flags.DEFINE_string('out', None, 'JSON path (default: ENTROPY_MODEL/calibration_MODE.json, '
+                      'or ./calibration_MODE.json).')
 
 
 def read_text_sample(pattern: str, max_bytes: int) -> list[bytes]:
@@ -181,7 +47,7 @@ def read_text_sample(pattern: str, max_bytes: int) -> list[bytes]:
   """
   paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
   if not paths:
-    raise FileNotFoundError(f'no files match {pattern!r}')
+    raise BltdiffError(f'--data: no files match {pattern!r}')
   per_file = max(1, max_bytes // len(paths))
   docs = []
   for path in paths:
@@ -193,27 +59,6 @@ def read_text_sample(pattern: str, max_bytes: int) -> list[bytes]:
   return docs
 
 
-def read_prepared_sample(prepared_dir: str, max_bytes: int, *, with_entropies: bool,
-                         split: str = 'train'):
-  """Whole documents of a prepared split, in stored order, up to max_bytes.
-
-  Uses the entropies stored in the shards (data_prep --entropy_model), so no
-  model runs here.
-  """
-  from bltdiff.data import pipeline  # the data pipeline's reader: load lazily
-  source = pipeline.DocumentSource(prepared_dir, split, with_entropies=with_entropies)
-  tokens, ents, total = [], [], 0
-  for i in range(len(source)):
-    doc = source[i]
-    tokens.append(doc['tokens'].astype(np.int32))
-    if with_entropies:
-      ents.append(doc['entropies'].astype(np.float32))
-    total += len(doc['tokens'])
-    if total >= max_bytes:
-      break
-  return tokens, (ents if with_entropies else None)
-
-
 def read_sample(data: str, max_bytes: int, entropy_model_dir: str | None, *,
                 needs_entropies: bool, batch_size: int = 16):
   """(token arrays, entropy arrays or None) of a sample of `data`.
@@ -223,9 +68,8 @@ def read_sample(data: str, max_bytes: int, entropy_model_dir: str | None, *,
   used as they are; otherwise the entropy model scores the sample.
   """
   if os.path.isfile(os.path.join(data, 'manifest.json')):
-    from data_prep import manifest as mf
     stored = needs_entropies and mf.read_manifest(data)['has_entropies']
-    tokens, ents = read_prepared_sample(data, max_bytes, with_entropies=stored)
+    tokens, ents = calibration.read_prepared_sample(data, max_bytes, with_entropies=stored)
     if stored or not needs_entropies:
       return tokens, ents
     docs = [t.astype(np.uint8).tobytes() for t in tokens]
@@ -236,8 +80,8 @@ def read_sample(data: str, max_bytes: int, entropy_model_dir: str | None, *,
     if not needs_entropies:
       return tokens, None
   if not entropy_model_dir:
-    raise SystemExit(f'--entropy_model is needed: {data} carries no entropies')
-  model = entropy_lib.load_entropy_model(entropy_model_dir, batch_size=batch_size)
+    raise BltdiffError(f'--entropy_model: needed, since {data} carries no entropies')
+  model = restore.load_entropy_model(entropy_model_dir, batch_size=batch_size)
   return tokens, model(docs)
 
 
@@ -247,23 +91,8 @@ def _reach_note(mode: str, reachable: bool) -> str:
   return '' if reachable else ' (target NOT reached within 5%)'
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--entropy_model', help='workdir of a trained byte_ar run')
-  parser.add_argument('--data', required=True, help='text glob, or prepared shard dir')
-  parser.add_argument('--target_mean', type=float, default=4.5)
-  parser.add_argument('--mode', default='entropy', choices=patching.MODES)
-  parser.add_argument('--max_patch_len', type=int, default=8)
-  parser.add_argument('--threshold', type=float, default=1.5,
-                      help='fixed θ for entropy+monotonic is searched; for '
-                      'monotonic this is unused')
-  parser.add_argument('--monotonic_threshold', type=float, default=0.0)
-  parser.add_argument('--reset_on_newline', action='store_true')
-  parser.add_argument('--seq_len', type=int, default=4096, help='packed row length')
-  parser.add_argument('--max_bytes', type=int, default=1 << 18, help='sample size')
-  parser.add_argument('--out', help='JSON path (default: '
-                      'ENTROPY_MODEL/calibration_MODE.json, or ./calibration_MODE.json)')
-  args = parser.parse_args(argv)
+def run(args) -> dict:
+  """Calibrates with the given flag values (an object with the flags' names)."""
 
   config = patching.PatchConfig(
       mode=args.mode, threshold=args.threshold,
@@ -274,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                              needs_entropies=args.mode in patching.ENTROPY_MODES)
   if ents is None:
     ents = [np.zeros(len(t), np.float32) for t in tokens]
-  tok, ent, valid = pack_documents(tokens, ents, args.seq_len)
-  result = calibrate(tok, ent, valid, config, args.target_mean)
+  tok, ent, valid = calibration.pack_documents(tokens, ents, args.seq_len)
+  result = calibration.calibrate(tok, ent, valid, config, args.target_mean)
   result.update(data=args.data, entropy_model=args.entropy_model)
 
   name = f"calibration_{args.mode.replace('+', '_')}.json"
@@ -294,5 +123,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
   return result
 
 
+def main(argv):
+  command_line.run_command(run, argv, required=('data',))
+
+
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  define_flags()
+  app.run(main)

@@ -1,8 +1,9 @@
 """Validation of run configs: a bad value stops the run with a one-line error
 that names the field, before anything is compiled or read."""
 
-from bltdiff import models
+from bltdiff.models import registry
 from bltdiff.errors import ConfigError
+from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import SCHEDULES
 
 MODES = ('train', 'eval', 'sample')
@@ -26,7 +27,7 @@ def _positive_int(config, path: str, allow_zero: bool = False):
 def validate(config, num_batch_shards: int = 1):
   """Raises ConfigError for the first bad field. num_batch_shards: devices the
   global batch is split over (processes x data x fsdp)."""
-  model_cls = models.model_class(config.model.kind)
+  model_cls = registry.model_class(config.model.kind)
   m = config.model
   _positive_int(config, 'model.dim')
   _positive_int(config, 'model.num_layers')
@@ -35,11 +36,11 @@ def validate(config, num_batch_shards: int = 1):
   _require(m.dim % m.num_heads == 0 and (m.dim // m.num_heads) % 2 == 0,
            f'model.dim: {m.dim} must split into model.num_heads={m.num_heads} heads of even '
            f'size (RoPE rotates pairs)')
-  if 'schedule' in m:
+  if 'schedule' in m:  # diffusion models
     _require(m.schedule in SCHEDULES,
              f'model.schedule: unknown schedule {m.schedule!r}; expected one of {SCHEDULES}')
-  _require(m.get('dtype', 'float32') in ('float32', 'bfloat16'),
-           f'model.dtype: expected float32 or bfloat16, got {m.get("dtype")!r}')
+  _require(m.dtype in ('float32', 'bfloat16'),
+           f'model.dtype: expected float32 or bfloat16, got {m.dtype!r}')
 
   _positive_int(config, 'data.seq_len')
   _require(config.data.seq_len >= 2, f'data.seq_len: must be at least 2, got {config.data.seq_len}')
@@ -57,10 +58,12 @@ def validate(config, num_batch_shards: int = 1):
     _positive_int(config, f'train.{field}')
 
   s = config.sample
-  _positive_int(config, 'sample.steps')
   _positive_int(config, 'sample.num_samples')
-  _require(0.0 < s.top_p <= 1.0, f'sample.top_p: must be in (0, 1], got {s.top_p}')
-  block = s.get('block_length', 0)
+  SamplerOptions.from_config(s).check(where='sample.')
+  if s.sampler not in model_cls.samplers:
+    raise ConfigError(f'sample.sampler: {m.kind} has samplers {model_cls.samplers}, got '
+                      f'{s.sampler!r}')
+  block = s.block_length
   _require(isinstance(block, int) and block >= 0,
            f'sample.block_length: must be a non-negative integer, got {block!r}')
   if block:
@@ -68,5 +71,4 @@ def validate(config, num_batch_shards: int = 1):
              f'data.seq_len: {config.data.seq_len} is not a multiple of sample.block_length='
              f'{block} (semi-autoregressive blocks must tile the context)')
 
-  if hasattr(model_cls, 'validate'):
-    model_cls.validate(config)
+  model_cls.validate(config)

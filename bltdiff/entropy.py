@@ -42,7 +42,7 @@ def entropy_from_logits(logits: jax.Array) -> jax.Array:
   return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-def _plan_chunks(length: int, chunk_len: int, overlap: int) -> list[tuple[int, int, int]]:
+def plan_chunks(length: int, chunk_len: int, overlap: int) -> list[tuple[int, int, int]]:
   """(start, end, keep_from) byte ranges of one document's chunks.
 
   Chunk k covers [start, end); its outputs for [keep_from, end) are kept.
@@ -108,7 +108,7 @@ class EntropyModel:
     docs = [np.frombuffer(d, np.uint8).astype(np.int32) if isinstance(d, (bytes, bytearray))
             else np.asarray(d, np.int32) for d in docs]
     plan = [(i, s, e, k) for i, d in enumerate(docs)
-            for (s, e, k) in _plan_chunks(len(d), self.chunk_len, self.overlap) if e > s]
+            for (s, e, k) in plan_chunks(len(d), self.chunk_len, self.overlap) if e > s]
     rows = np.full((len(plan), self.chunk_len), vocab.BOUNDARY, np.int32)
     for r, (i, s, e, _) in enumerate(plan):
       rows[r, :e - s] = docs[i][s:e]
@@ -154,24 +154,3 @@ def entropy_model_from_module(module, params, *, chunk_len: int, overlap: int | 
   apply_fn = lambda p, tokens: module.apply({'params': p}, tokens)
   return EntropyModel(apply_fn, params, chunk_len=chunk_len, overlap=overlap,
                       batch_size=batch_size)
-
-
-def load_entropy_model(workdir: str, *, chunk_len: int | None = None,
-                       overlap: int | None = None, batch_size: int = 16) -> EntropyModel:
-  """The latest checkpoint of a byte AR run in `workdir` as an EntropyModel.
-
-  chunk_len defaults to the run's training sequence length.
-  """
-  from bltdiff import byte_ar, checkpointing  # the trainer's modules: load lazily
-  config, params = checkpointing.restore_params(workdir)
-  if config.model.kind != 'byte_ar':
-    raise ValueError(f'{workdir} holds a {config.model.kind!r} model, not byte_ar')
-  module = byte_ar.make_byte_ar(config.model)
-  return entropy_model_from_module(
-      module, params, chunk_len=chunk_len or int(config.data.seq_len),
-      overlap=overlap, batch_size=batch_size)
-
-
-def load_entropy_fn(workdir: str, **kwargs) -> Callable[[list[bytes]], list[np.ndarray]]:
-  """docs -> per-byte entropies (float32 [len(doc)], nats) with the model in workdir."""
-  return load_entropy_model(workdir, **kwargs)

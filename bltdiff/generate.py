@@ -23,12 +23,12 @@ import time
 
 import jax
 import numpy as np
-from bltdiff import checkpointing, samplers, text, train, vocab
-from bltdiff.sample_flags import (ADAPTIVE_ALPHA, CONFIDENCE, GAP, LENGTH, MAX_STEPS,
-                                  MIN_STEPS, NUM_SAMPLES, OUTPUT, PROMPT, PROMPT_FILE,
-                                  SAMPLER, SEED, STEPS, SUFFIX, SUFFIX_FILE, TOP_P,
-                                  TOTAL_LENGTH)
+from bltdiff import text, vocab
 from bltdiff.errors import BltdiffError, ConfigError
+from bltdiff.sample_flags import (GAP, LENGTH, NUM_SAMPLES, OUTPUT, PROMPT, PROMPT_FILE, SEED,
+                                  SUFFIX, SUFFIX_FILE, TOTAL_LENGTH, option_overrides)
+from bltdiff.sampling.options import SamplerOptions
+from bltdiff.training import restore
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None, name: str = 'prompt') -> bytes | None:
@@ -99,22 +99,21 @@ def semi_autoregressive(sample_fn, prompt, total_length: int, context: int, bloc
   return out, totals
 
 
-def run_sample_command(config, workdir: str):
-  saved = checkpointing.load_config(workdir)
-  # The architecture comes from the trained run; sampling options from flags/config.
-  config = saved.copy_and_resolve_references()
+def run_sample_command(workdir: str):
+  """Samples from the latest checkpoint of the run in workdir: the
+  architecture comes from the trained run, the sampler options from the flags
+  over the run's config.sample."""
+  loaded = restore.load_for_inference(workdir)
+  config, model, params, step = loaded.config, loaded.model, loaded.params, loaded.step
   s = config.sample
-  sampler = SAMPLER.value or s.sampler
-  steps = s.steps if STEPS.value is None else STEPS.value
-  num_samples = NUM_SAMPLES.value or s.num_samples
-  length = LENGTH.value or config.data.seq_len
-  top_p = s.top_p if TOP_P.value is None else TOP_P.value
-  if steps <= 0:
-    raise ConfigError(f'--steps: must be positive, got {steps}')
+  options = SamplerOptions.from_config(s, option_overrides())
+  options.check(where='--')
+  num_samples = s.num_samples if NUM_SAMPLES.value is None else NUM_SAMPLES.value
+  length = config.data.seq_len if LENGTH.value is None else LENGTH.value
   if num_samples <= 0:
     raise ConfigError(f'--num_samples: must be positive, got {num_samples}')
-  if not 0.0 < top_p <= 1.0:
-    raise ConfigError(f'--top_p: must be in (0, 1], got {top_p}')
+  if length <= 0:
+    raise ConfigError(f'--length: must be positive, got {length}')
   if length > config.data.seq_len:
     raise ConfigError(f'--length: {length} exceeds the model context data.seq_len='
                       f'{config.data.seq_len}')
@@ -129,24 +128,21 @@ def run_sample_command(config, workdir: str):
                         f'data.seq_len={config.data.seq_len}')
   check_prompt(prompt, suffix, length)
   total_length = TOTAL_LENGTH.value
-  if total_length is not None and suffix is not None:
-    raise ConfigError('--total_length: semi-autoregressive generation takes no --suffix')
-
-  state, model, step = train.restore_state_for_inference(config, workdir)
-  if state is None:
-    raise BltdiffError(f'--mode=sample: no checkpoint in {workdir}; train first')
-  options = samplers.sampler_options(s, dict(adaptive_alpha=ADAPTIVE_ALPHA.value, min_steps=MIN_STEPS.value,
-                                    max_steps=MAX_STEPS.value,
-                                    confidence_threshold=CONFIDENCE.value))
+  if total_length is not None:
+    if suffix is not None:
+      raise ConfigError('--total_length: semi-autoregressive generation takes no --suffix')
+    if total_length <= length:
+      raise ConfigError(f'--total_length: {total_length} must exceed the sample length '
+                        f'{length} (blocks beyond the context); omit it otherwise')
   key = jax.random.PRNGKey(SEED.value)
 
   def sample_fn(prefix, n, batched_prefix=False, key=key):
-    common = dict(num_samples=num_samples, length=n, steps=steps, sampler=sampler, top_p=top_p,
-                  **options)
+    common = dict(num_samples=num_samples, length=n)
     if not batched_prefix:
-      return model.sample(state.params, key, prefix=prefix, suffix=as_tokens(suffix), **common)
+      return model.sample(params, key, options, prefix=prefix, suffix=as_tokens(suffix),
+                          **common)
     # Rows continue from different histories: one call per row, keys folded per row.
-    rows = [model.sample(state.params, jax.random.fold_in(key, 1000 + i), prefix=row,
+    rows = [model.sample(params, jax.random.fold_in(key, 1000 + i), options, prefix=row,
                          **dict(common, num_samples=1)) for i, row in enumerate(prefix)]
     return np.concatenate([r[0] for r in rows]), {
         k: sum(numeric_stats(r[1])[k] for r in rows) / len(rows)
@@ -154,8 +150,8 @@ def run_sample_command(config, workdir: str):
 
   def run(key):
     fn = functools.partial(sample_fn, key=key)
-    if total_length is not None and total_length > length:
-      block = s.get('block_length', 0) or config.data.seq_len // 2
+    if total_length is not None:
+      block = s.block_length or config.data.seq_len // 2
       return semi_autoregressive(fn, as_tokens(prompt), total_length, length, block)
     return fn(as_tokens(prompt), length)
 
@@ -174,7 +170,7 @@ def run_sample_command(config, workdir: str):
   generated = sum(len(strip_padding(r)) for r in tokens) - num_samples * (
       len(prompt or b'') + len(suffix or b''))
   print(text.render_samples(tokens))
-  print(f'checkpoint step {step} | sampler {sampler} | steps {stats["steps"]} | '
+  print(f'checkpoint step {step} | sampler {options.sampler} | steps {stats["steps"]} | '
         f'network calls {stats["latent_calls"]} | wall {wall:.3f}s | '
         f'{generated / wall:.1f} bytes/s | written to {out}.{{txt,bin,npy}}')
   return tokens, stats

@@ -150,8 +150,9 @@ class SwiGLU(nn.Module):
     return dense(x.shape[-1], ('mlp', 'embed'), 'down')(h)
 
 
-class TransformerBlock(nn.Module):
-  """Pre-norm block: self-attention (+ optional cross-attention) then SwiGLU."""
+class BlockSettings(nn.Module):
+  """The settings of a transformer block, shared by `TransformerBlock` and the
+  `Transformer` stack that builds its blocks from them."""
   num_heads: int
   mlp_dim: int
   dtype: Dtype = jnp.float32
@@ -159,6 +160,10 @@ class TransformerBlock(nn.Module):
   cross_attention: bool = False
   dropout: float = 0.0
   window: int = 0
+
+
+class TransformerBlock(BlockSettings):
+  """Pre-norm block: self-attention (+ optional cross-attention) then SwiGLU."""
 
   @nn.compact
   def __call__(self, x, mask, positions, *, kv=None, kv_mask=None, segments=None,
@@ -178,26 +183,20 @@ class TransformerBlock(nn.Module):
     return constrain(x, ('act_batch', 'act_length', 'act_embed'))
 
 
-class Transformer(nn.Module):
-  """A stack of blocks with a final norm: [batch, length, embed] -> same."""
-  num_layers: int
-  num_heads: int
-  mlp_dim: int
-  dtype: Dtype = jnp.float32
-  decode: bool = False
-  cross_attention: bool = False
-  dropout: float = 0.0
-  window: int = 0
+class Transformer(BlockSettings):
+  """num_layers blocks with a final norm: [batch, length, embed] -> same.
+  Construct with keywords: Transformer(num_layers=..., num_heads=..., mlp_dim=...)."""
+  num_layers: int = 1
 
   @nn.compact
   def __call__(self, x, mask, positions, *, kv=None, kv_mask=None, segments=None,
                deterministic=True):
+    settings = {f: getattr(self, f) for f in ('num_heads', 'mlp_dim', 'dtype', 'decode',
+                                              'cross_attention', 'dropout', 'window')}
     for i in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, self.mlp_dim, self.dtype, self.decode,
-                           self.cross_attention, self.dropout, self.window,
-                           name=f'block_{i}')(
-                               x, mask, positions, kv=kv, kv_mask=kv_mask,
-                               segments=segments, deterministic=deterministic)
+      x = TransformerBlock(**settings, name=f'block_{i}')(
+          x, mask, positions, kv=kv, kv_mask=kv_mask, segments=segments,
+          deterministic=deterministic)
     return RMSNorm(dtype=self.dtype, name='final_norm')(x)
 
 

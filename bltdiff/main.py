@@ -14,7 +14,6 @@ Multi-process (multi-host) runs start the same command on every host, plus
 (see bltdiff/distributed.py and launch/README.md). One process needs neither.
 """
 
-import json
 import logging as py_logging
 import os
 import sys
@@ -55,27 +54,6 @@ def default_workdir(config_path: str) -> str:
   return os.path.join('runs', name)
 
 
-def run_eval(config, workdir):
-  import jax
-  from bltdiff import checkpointing, sharding, train
-  del config  # the trained run's own config decides the model and the data
-  config = checkpointing.load_config(workdir)
-  state, model, step = train.restore_state_for_inference(config, workdir)
-  if state is None:
-    raise BltdiffError(f'--mode=eval: no checkpoint in {workdir}; train first')
-  mesh, *_, shardings = train.setup(config, workdir)
-  config, prepared = train.prepare_run_data(config, workdir)
-  with sharding.activate(mesh):
-    metrics = train.evaluate(model, state.params, config, prepared, mesh,
-                             train.make_eval_step(model, mesh, shardings.params))
-  metrics['step'] = step
-  if jax.process_index() == 0:
-    print(json.dumps(metrics, indent=2))
-    with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
-      json.dump(metrics, f, indent=2)
-  return metrics
-
-
 class _QuietLibraries(py_logging.Filter):
   """Drops INFO chatter of orbax and grain (dozens of lines per checkpoint);
   their warnings and errors still show."""
@@ -103,13 +81,14 @@ def main(argv):
     # Fail on a bad field before anything is compiled, read or logged.
     config_checks.validate(config)
     if _MODE.value == 'train':
-      from bltdiff import train
-      train.train_and_evaluate(config, workdir, stop_at_step=_STOP_AT.value)
+      from bltdiff import commands  # imported here: a config error needs none of it
+      commands.train(config, workdir, stop_at_step=_STOP_AT.value)
     elif _MODE.value == 'eval':
-      run_eval(config, workdir)
+      from bltdiff import commands
+      commands.evaluate(workdir)  # the trained run's own config decides
     else:
       from bltdiff import generate
-      generate.run_sample_command(config, workdir)
+      generate.run_sample_command(workdir)
   except BltdiffError as e:
     logging.flush()
     sys.exit(f'error: {e}')

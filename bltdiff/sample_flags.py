@@ -1,11 +1,24 @@
-"""Flags of the sampling command (--mode=sample), defined apart from the sampler
-so that `bltdiff.main` parses them without importing JAX, orbax or grain."""
+"""Flags of the sampling command (--mode=sample).
+
+The sampler options' flags are generated from `SamplerOptions` (one per
+field, same name, its help text; default None = config.sample decides), so a
+new option is a new flag without touching this file. Defined apart from the
+command so that `bltdiff.main` parses them without importing the samplers.
+"""
+
+import dataclasses
 
 from absl import flags
 
-SAMPLER = flags.DEFINE_string('sampler', None, 'Sampler (default: config.sample.sampler).')
-STEPS = flags.DEFINE_integer('steps', None, 'Denoising steps (default: config.sample.steps).')
-NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Number of samples.')
+from bltdiff.sampling.options import SamplerOptions
+
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+OPTION_FLAGS = {
+    f.name: _DEFINE[type(f.default)](f.name, None, f.metadata['help'] + ' Default: config.sample.')
+    for f in dataclasses.fields(SamplerOptions)}
+
+NUM_SAMPLES = flags.DEFINE_integer('num_samples', None, 'Number of samples '
+                                   '(default: config.sample.num_samples).')
 LENGTH = flags.DEFINE_integer('length', None, 'Bytes per sample (default: data.seq_len).')
 PROMPT = flags.DEFINE_string('prompt', None, 'Text the samples start with.')
 PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'File whose bytes the samples start with.')
@@ -14,10 +27,10 @@ SUFFIX = flags.DEFINE_string('suffix', None, 'Infilling: text that follows the g
 SUFFIX_FILE = flags.DEFINE_string('suffix_file', None, 'Infilling: file whose bytes follow the gap.')
 GAP = flags.DEFINE_integer('gap', None, 'Infilling: bytes to generate between prompt and suffix.')
 TOTAL_LENGTH = flags.DEFINE_integer('total_length', None, 'Bytes per sample beyond the context: '
-                                     'generated in semi-autoregressive blocks.')
-ADAPTIVE_ALPHA = flags.DEFINE_float('adaptive_alpha', None, 'adaptive: steps per nat of entropy.')
-MIN_STEPS = flags.DEFINE_integer('min_steps', None, 'adaptive/confidence: fewest steps.')
-MAX_STEPS = flags.DEFINE_integer('max_steps', None, 'adaptive/confidence: most steps.')
-CONFIDENCE = flags.DEFINE_float('confidence_threshold', None, 'confidence: reveal above this prob.')
-TOP_P = flags.DEFINE_float('top_p', None, 'Nucleus sampling mass (default: config.sample.top_p).')
+                                    'generated in semi-autoregressive blocks.')
 SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+
+
+def option_overrides() -> dict:
+  """The sampler options given on the command line (None = not given)."""
+  return {name: flag.value for name, flag in OPTION_FLAGS.items()}

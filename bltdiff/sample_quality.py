@@ -3,7 +3,6 @@
 - gen-bpb: bits per byte of samples under an evaluator byte AR model (exact NLL).
 - unigram byte entropy (bits) and the fraction of repeated 8-grams: collapse
   detectors; a low gen-bpb with low entropy or many repeats is not quality.
-- FLOPs of one compiled call, from XLA's cost analysis (machine-independent).
 """
 
 import math
@@ -11,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bltdiff import byte_ar, text, vocab
+from bltdiff import text, vocab
+from bltdiff.models import byte_ar
 
 
 def unigram_entropy_bits(samples: list[bytes]) -> float:
@@ -84,9 +84,3 @@ def _scorer(model):
     _SCORERS[id(model)] = jax.jit(
         lambda params, tokens: byte_ar.sequence_nll(model.logits(params, tokens), tokens))
   return _SCORERS[id(model)]
-
-
-def compiled_flops(fn, *args) -> float:
-  """FLOPs of one call of jit(fn)(*args), from XLA's cost analysis."""
-  from bltdiff.train import cost_flops  # the one reader of XLA's cost analysis
-  return cost_flops(jax.jit(fn).lower(*args).compile())

@@ -12,13 +12,13 @@ shown escaped (\\n, \\r, \\x00).
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Sequence
 
 import numpy as np
+from absl import app, flags
 
-from bltdiff import patching
+from bltdiff import command_line, patching
+from bltdiff.errors import BltdiffError
+from bltdiff.training import restore
 
 
 def split_patches(data: bytes, starts: np.ndarray) -> list[bytes]:
@@ -74,23 +74,27 @@ def plot_patches(data: bytes, entropies: np.ndarray | None, starts: np.ndarray,
   plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> list[bytes]:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--entropy_model', help='workdir of a trained byte_ar run '
-                      '(needed by the entropy modes)')
-  text = parser.add_mutually_exclusive_group(required=True)
-  text.add_argument('--text')
-  text.add_argument('--text_file')
-  parser.add_argument('--mode', default='entropy', choices=patching.MODES)
-  parser.add_argument('--threshold', type=float, default=1.5)
-  parser.add_argument('--monotonic_threshold', type=float, default=0.0)
-  parser.add_argument('--reset_on_newline', action='store_true')
-  parser.add_argument('--static_size', type=int, default=4)
-  parser.add_argument('--max_patch_len', type=int, default=8)
-  parser.add_argument('--max_bytes', type=int, default=2000, help='truncate longer texts')
-  parser.add_argument('--out', default='patches.png')
-  args = parser.parse_args(argv)
+def define_flags():
+  """The command's flags (defined only when it runs as the command, so that
+  importing this module next to another command defines nothing)."""
+  flags.DEFINE_string('text', None, 'The text to patch.')
+  flags.DEFINE_string('text_file', None, 'A file whose bytes to patch.')
+  flags.DEFINE_string('entropy_model', None, 'Workdir of a trained byte_ar run (needed by '
+                      'the entropy modes).')
+  flags.DEFINE_enum('mode', 'entropy', list(patching.MODES), 'Patching mode.')
+  flags.DEFINE_float('threshold', 1.5, 'Entropy threshold θ (nats).')
+  flags.DEFINE_float('monotonic_threshold', 0.0, 'Monotonic threshold.')
+  flags.DEFINE_bool('reset_on_newline', False, 'Monotonic reference resets after a newline.')
+  flags.DEFINE_integer('static_size', 4, 'Patch size of the static mode.')
+  flags.DEFINE_integer('max_patch_len', 8, 'Longest patch (bytes).')
+  flags.DEFINE_integer('max_bytes', 2000, 'Truncate longer texts.')
+  flags.DEFINE_string('out', 'patches.png', 'PNG path.')
 
+
+def run(args) -> list[bytes]:
+  """Patches, prints and plots with the given flag values; returns the patches."""
+  if (args.text is None) == (args.text_file is None):
+    raise BltdiffError('--text / --text_file: give exactly one')
   if args.text is not None:
     data = args.text.encode('utf-8')
   else:
@@ -98,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> list[bytes]:
       data = f.read()
   data = data[:args.max_bytes]
   if not data:
-    raise SystemExit('empty text')
+    raise BltdiffError('--text: empty text')
   config = patching.PatchConfig(
       mode=args.mode, threshold=args.threshold,
       monotonic_threshold=args.monotonic_threshold, reset_on_newline=args.reset_on_newline,
@@ -106,11 +110,10 @@ def main(argv: Sequence[str] | None = None) -> list[bytes]:
 
   entropies = None
   if args.entropy_model:
-    from bltdiff import entropy as entropy_lib
-    model = entropy_lib.load_entropy_model(args.entropy_model, batch_size=1)
+    model = restore.load_entropy_model(args.entropy_model, batch_size=1)
     entropies = model([data])[0]
   elif args.mode in patching.ENTROPY_MODES:
-    raise SystemExit(f'--entropy_model is needed for mode {args.mode}')
+    raise BltdiffError(f'--entropy_model: needed for mode {args.mode}')
 
   tokens = np.frombuffer(data, np.uint8).astype(np.int32)[None]
   ent = None if entropies is None else entropies[None]
@@ -124,5 +127,10 @@ def main(argv: Sequence[str] | None = None) -> list[bytes]:
   return pieces
 
 
+def main(argv):
+  command_line.run_command(run, argv)
+
+
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  define_flags()
+  app.run(main)

@@ -19,36 +19,15 @@ bytes; bltdiff.entropy scores long documents in overlapping chunks of that
 length).
 """
 
-import ml_collections
+from configs import common
 
 
 def get_config():
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.model = ml_collections.ConfigDict(dict(
-      kind='byte_ar', dim=128, num_layers=3, num_heads=4, mlp_dim=512,
-      attention_window=0, dropout=0.0, dtype='float32'))
-
-  c.data = ml_collections.ConfigDict(dict(
-      source='text', paths='../shared/data/gutenberg', prepared_dir='', seq_len=256,
-      num_workers=0, builtin_max_bytes=0, validation_fraction=0.02, use_entropies=False))
-
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=32, num_steps=1500, learning_rate=3e-3, warmup_steps=100, weight_decay=0.01,
-      grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1,
-      log_every=50, eval_every=250, eval_batches=8, eval_t_samples=1,
-      sample_every=500, checkpoint_every=250, keep_checkpoints=2,
-      peak_flops_per_device=0.0))
-
-  c.sample = ml_collections.ConfigDict(dict(
-      sampler='ancestral', steps=128, num_samples=2, cached=True, top_p=1.0, block_length=0))
-
-  # Patching of models trained on entropies from this model; the threshold
-  # comes from `python -m bltdiff.calibrate` (target 4.5 bytes per patch).
-  c.patching = ml_collections.ConfigDict(dict(
-      mode='entropy', threshold=1.5, monotonic_threshold=0.0, reset_on_newline=False,
-      static_size=4, max_patch_len=8, num_slots=64))
-
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  return c
+  return common.run(
+      model=common.byte_model('byte_ar', dim=128, num_layers=3, num_heads=4, mlp_dim=512),
+      data=common.data_config(source='text', paths='../shared/data/gutenberg',
+                              builtin_max_bytes=0, validation_fraction=0.02),
+      train=common.train_config(batch_size=32, num_steps=1500, learning_rate=3e-3,
+                                warmup_steps=100, eval_every=250, eval_t_samples=1,
+                                sample_every=500, checkpoint_every=250),
+      sample=common.sample_config(num_samples=2))

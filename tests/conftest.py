@@ -8,6 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import common
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), 'shared')
 
@@ -28,23 +30,38 @@ def write_corpus(directory, num_docs: int = 40, seed: int = 0) -> str:
   return os.path.join(directory, '*.txt')
 
 
+TINY_LATENT_MODEL = dict(dim=32, num_layers=1, num_heads=2, mlp_dim=64, enc_dim=16,
+                         enc_layers=1, enc_heads=2, enc_mlp_dim=32, pool_queries=2,
+                         ngram_sizes=(3, 4), hash_buckets=64, dec_dim=16, dec_layers=1,
+                         dec_heads=2, dec_mlp_dim=32)
+
+
 def tiny_config(corpus_glob: str, **overrides) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.model = ml_collections.ConfigDict(dict(
-      kind='byte_mdlm', dim=32, num_layers=1, num_heads=2, mlp_dim=64, dropout=0.0,
-      schedule='loglinear', dtype='float32', attention_window=0))
-  c.data = ml_collections.ConfigDict(dict(
-      source='text', paths=corpus_glob, prepared_dir='', seq_len=32, num_workers=0,
-      builtin_max_bytes=1 << 20, validation_fraction=0.1, use_entropies=False))
-  c.train = ml_collections.ConfigDict(dict(
-      batch_size=8, num_steps=4, learning_rate=1e-3, warmup_steps=2, weight_decay=0.01,
-      grad_clip=1.0, final_lr_fraction=0.1, grad_accum_steps=1, log_every=2, eval_every=1000,
-      eval_batches=2, eval_t_samples=1, sample_every=1000, checkpoint_every=1000,
-      keep_checkpoints=3, peak_flops_per_device=0.0))
-  c.sample = ml_collections.ConfigDict(dict(
-      sampler='cached', steps=8, num_samples=2, top_p=1.0, block_length=0))
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  """A byte MDLM run on the test corpus, small enough to compile in seconds
+  (configs.common's sections; `overrides` maps 'section.field' to values)."""
+  c = common.run(
+      model=common.byte_model('byte_mdlm', dim=32, num_layers=1, num_heads=2, mlp_dim=64),
+      data=common.data_config(source='text', paths=corpus_glob, seq_len=32,
+                              builtin_max_bytes=1 << 20, validation_fraction=0.1),
+      train=common.train_config(batch_size=8, num_steps=4, learning_rate=1e-3,
+                                warmup_steps=2, log_every=2, eval_every=1000, eval_batches=2,
+                                eval_t_samples=1, sample_every=1000, checkpoint_every=1000,
+                                keep_checkpoints=3),
+      sample=common.sample_config(steps=8, num_samples=2))
+  return apply_overrides(c, overrides)
+
+
+def tiny_latent_config(corpus_glob: str, **overrides) -> ml_collections.ConfigDict:
+  """A latent MDLM run on the test corpus with static patching (no entropy model)."""
+  c = tiny_config(corpus_glob)
+  with c.unlocked():
+    c.model = common.latent_model(**TINY_LATENT_MODEL)
+    c.patching = common.patching_config(mode='static', static_size=4, max_patch_len=6,
+                                        num_slots=12, calibrate_target_mean=0.0)
+  return apply_overrides(c, overrides)
+
+
+def apply_overrides(c, overrides: dict):
   for key, value in overrides.items():
     target = c
     *parents, leaf = key.split('.')
@@ -62,3 +79,8 @@ def corpus_glob(tmp_path_factory):
 @pytest.fixture
 def make_config(corpus_glob):
   return lambda **overrides: tiny_config(corpus_glob, **overrides)
+
+
+@pytest.fixture
+def make_latent_config(corpus_glob):
+  return lambda **overrides: tiny_latent_config(corpus_glob, **overrides)

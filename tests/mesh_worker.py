@@ -22,13 +22,14 @@ import sys
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import jax
-import ml_collections
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import tiny_config  # noqa: E402
+from conftest import tiny_config, tiny_latent_config  # noqa: E402
 
-from bltdiff import config_checks, models, sharding, train  # noqa: E402
+from bltdiff import config_checks, sharding  # noqa: E402
+from bltdiff.models import registry  # noqa: E402
+from bltdiff.training import optimizer, state as train_state, steps  # noqa: E402
 
 NUM_STEPS = 2
 
@@ -36,13 +37,13 @@ NUM_STEPS = 2
 def run_mesh(config, mesh_devices, batches):
   mesh = sharding.make_mesh(config.mesh, devices=mesh_devices)
   config_checks.validate(config, num_batch_shards=mesh.shape['data'] * mesh.shape['fsdp'])
-  model = models.get_model(config)
-  tx, lr = train.make_optimizer(config.train)
-  _, shardings = train.state_shardings(model, tx, config, mesh)
+  model = registry.get_model(config)
+  tx, lr = optimizer.make_optimizer(config.train)
+  _, shardings = train_state.state_shardings(model, tx, config, mesh)
   with sharding.activate(mesh):
-    state = train.create_train_state(model, tx, config, mesh, shardings)
-    step = train.make_train_step(model, tx, lr, mesh, shardings,
-                                 train.train_metric_names(model, config))
+    state = train_state.create_train_state(model, tx, config, mesh, shardings)
+    step = steps.make_train_step(model, tx, lr, mesh, shardings,
+                                 steps.train_metric_names(model, config))
     losses = []
     for b in batches:
       state, metrics = step(state, sharding.global_batch(b, mesh))
@@ -59,12 +60,11 @@ def main(spec_path, out_path):
   rng = np.random.RandomState(0)
   out = {}
   for case in spec['cases']:
-    config = tiny_config(spec['corpus'], **case['overrides'])
-    for section, values in case.get('sections', {}).items():  # whole sections (latent MDLM)
-      config[section] = ml_collections.ConfigDict(values)
+    make = tiny_latent_config if case.get('latent') else tiny_config
+    config = make(spec['corpus'], **case['overrides'])
     n, b = config.data.seq_len, config.train.batch_size
     batches = [{'tokens': rng.randint(32, 127, (b, n)).astype(np.int32)} for _ in range(NUM_STEPS)]
-    if config.data.get('use_entropies', False):
+    if config.data.use_entropies:
       for x in batches:
         x['entropies'] = rng.uniform(0, 3, (b, n)).astype(np.float32)
     config.mesh = dict(data=1, fsdp=1, tensor=1)

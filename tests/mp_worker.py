@@ -41,13 +41,13 @@ def multi(spec_path, coordinator, process_id):
   assert distributed.initialize(coordinator_address=coordinator, num_processes=NUM_PROCESSES,
                                 process_id=int(process_id))
   from jax.experimental import multihost_utils
-  from bltdiff import train
+  from bltdiff import commands
   spec, config = load(spec_path)
   assert jax.process_count() == NUM_PROCESSES and jax.device_count() > jax.local_device_count()
   workdir = spec['workdir']
-  train.train_and_evaluate(config, workdir, stop_at_step=spec['stop_at'])
+  commands.train(config, workdir, stop_at_step=spec['stop_at'])
   multihost_utils.sync_global_devices('first run done')
-  state = train.train_and_evaluate(config, workdir)  # resumes from the checkpoint
+  state = commands.train(config, workdir)  # resumes from the checkpoint
   params = multihost_utils.process_allgather(state.params, tiled=True)
   if jax.process_index() == 0:
     save_params(os.path.join(workdir, 'final_params.npz'), params)
@@ -57,19 +57,21 @@ def multi(spec_path, coordinator, process_id):
 
 
 def ref(spec_path):
-  from bltdiff import sharding, train
+  from bltdiff import sharding
   from bltdiff.data import pipeline
+  from bltdiff.training import state as train_state, steps
   spec, config = load(spec_path)
-  mesh, model, tx, lr, _, shardings = train.setup(config, spec['workdir'])
+  run = train_state.setup(config)
+  mesh, model, tx, lr, shardings = run.mesh, run.model, run.tx, run.lr_schedule, run.shardings
   per_process = config.train.batch_size // NUM_PROCESSES
   iterators = [pipeline.make_iterator(
       config.data, config.data.prepared_dir, 'train', batch_size=per_process, seed=config.seed,
       process_index=p, process_count=NUM_PROCESSES) for p in range(NUM_PROCESSES)]
   losses = []
   with sharding.activate(mesh):
-    state = train.create_train_state(model, tx, config, mesh, shardings)
-    step = train.make_train_step(model, tx, lr, mesh, shardings,
-                                 train.train_metric_names(model, config))
+    state = train_state.create_train_state(model, tx, config, mesh, shardings)
+    step = steps.make_train_step(model, tx, lr, mesh, shardings,
+                                 steps.train_metric_names(model, config))
     for _ in range(config.train.num_steps):
       parts = [next(it) for it in iterators]
       batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -4,13 +4,15 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from bltdiff import byte_ar, vocab
+from bltdiff import vocab
+from bltdiff.models import byte_ar
+from bltdiff.sampling.options import SamplerOptions
+from configs import common
 
-CONFIG = ml_collections.ConfigDict(dict(kind='byte_ar', dim=32, num_layers=2, num_heads=2,
-                                        mlp_dim=64, attention_window=6))
+CONFIG = common.byte_model('byte_ar', dim=32, num_layers=2, num_heads=2, mlp_dim=64,
+                           attention_window=6)
 
 
 def setup_model():
@@ -52,8 +54,10 @@ def test_cached_decoding_equals_full_recomputation():
   model, params, _ = setup_model()
   prefix = np.array([72, 105, vocab.BOUNDARY, 65], np.int32)
   kwargs = dict(num_samples=3, length=24, prefix=prefix)
-  fast, stats = model.sample(params, jax.random.PRNGKey(5), sampler='cached', **kwargs)
-  slow, _ = model.sample(params, jax.random.PRNGKey(5), sampler='ancestral', **kwargs)
+  fast, stats = model.sample(params, jax.random.PRNGKey(5), SamplerOptions(sampler='cached'),
+                             **kwargs)
+  slow, _ = model.sample(params, jax.random.PRNGKey(5), SamplerOptions(sampler='ancestral'),
+                         **kwargs)
   np.testing.assert_array_equal(fast, slow)
   assert (fast[:, :4] == prefix).all()
   assert stats['latent_calls'] == 24 - 4

@@ -1,15 +1,22 @@
-"""Byte MDLM samplers: masks, prompts, cached == uncached with fewer calls."""
+"""Byte MDLM samplers and the generic loops: masks, prompts, cached == uncached
+with fewer calls, marginals, adaptive step counts."""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
-from bltdiff import byte_mdlm, samplers, vocab
+from bltdiff import vocab
+from bltdiff.errors import ConfigError
+from bltdiff.models import byte_mdlm
+from bltdiff.sampling import categorical, loops, rules
+from bltdiff.sampling.options import SamplerOptions
+from bltdiff.schedules import Schedule
+from configs import common
 
-CONFIG = ml_collections.ConfigDict(dict(kind='byte_mdlm', dim=32, num_layers=1, num_heads=2,
-                                        mlp_dim=64, schedule='loglinear'))
+CONFIG = common.byte_model('byte_mdlm', dim=32, num_layers=1, num_heads=2, mlp_dim=64)
 
 
 @pytest.fixture(scope='module')
@@ -19,12 +26,39 @@ def model_and_params():
   return model, params
 
 
+@dataclasses.dataclass(frozen=True)
+class FixedDistribution(byte_mdlm.ByteAdapter):
+  """Byte MDLM's adapter with a network that always predicts log_probs
+  [b, n, V]; `on_commit` sees every new state (to record the history)."""
+  log_probs: jax.Array = None
+  on_commit: object = None
+
+  @property
+  def schedule(self):
+    return Schedule('loglinear')
+
+  def predict(self, z):
+    return self.log_probs
+
+  def commit(self, z, proposal, unmask):
+    new = super().commit(z, proposal, unmask)
+    if self.on_commit is not None:
+      jax.debug.callback(self.on_commit, new)
+    return new
+
+
+def fixed(log_probs, on_commit=None):
+  return FixedDistribution(model=None, params=None, top_p=1.0, log_probs=log_probs,
+                           on_commit=on_commit)
+
+
 def test_no_mask_left_and_prompt_kept(model_and_params):
   model, params = model_and_params
   prefix = np.frombuffer(b'Hello', np.uint8).astype(np.int32)
   for sampler in model.samplers:
-    tokens, stats = model.sample(params, jax.random.PRNGKey(1), num_samples=3, length=24,
-                                 steps=10, sampler=sampler, prefix=prefix)
+    tokens, stats = model.sample(params, jax.random.PRNGKey(1),
+                                 SamplerOptions(sampler=sampler, steps=10), num_samples=3,
+                                 length=24, prefix=prefix)
     assert tokens.shape == (3, 24)
     assert not (tokens == vocab.MASK).any()
     assert ((tokens >= 0) & (tokens < vocab.NUM_DATA_SYMBOLS)).all()
@@ -34,37 +68,29 @@ def test_no_mask_left_and_prompt_kept(model_and_params):
 def test_cached_equals_uncached_with_fewer_calls(model_and_params):
   model, params = model_and_params
   # Many more steps than positions: most steps reveal nothing and need no call.
-  kwargs = dict(num_samples=2, length=24, steps=100)
-  cached, cstats = model.sample(params, jax.random.PRNGKey(3), sampler='cached', **kwargs)
-  plain, pstats = model.sample(params, jax.random.PRNGKey(3), sampler='ancestral', **kwargs)
+  kwargs = dict(num_samples=2, length=24)
+  cached, cstats = model.sample(params, jax.random.PRNGKey(3),
+                                SamplerOptions(sampler='cached', steps=100), **kwargs)
+  plain, pstats = model.sample(params, jax.random.PRNGKey(3),
+                               SamplerOptions(sampler='ancestral', steps=100), **kwargs)
   np.testing.assert_array_equal(cached, plain)
   assert pstats['latent_calls'] == 100
   assert cstats['latent_calls'] < pstats['latent_calls']
 
 
 def test_sampler_never_changes_visible_units():
-  """Run the generic loop step by step via a recording predict: a unit, once
+  """Run the generic loop step by step via a recording commit: a unit, once
   visible, keeps its value to the end."""
   length, steps = 16, 12
-  schedule = byte_mdlm.Schedule('loglinear')
   history = []
+  lp = jnp.log(jnp.full((2, length, vocab.NUM_DATA_SYMBOLS), 1.0 / vocab.NUM_DATA_SYMBOLS))
+  adapter = fixed(lp, on_commit=lambda a: history.append(np.asarray(a)))
 
   def run(key):
-    def propose(k, lp, z):
-      return samplers.gumbel_argmax(k, lp)
+    return loops.sample_masked(key, jnp.full((2, length), vocab.MASK, jnp.int32), adapter,
+                               num_steps=steps, cached=False)
 
-    def commit(z, proposal, unmask):
-      new = jnp.where(unmask, proposal, z)
-      jax.debug.callback(lambda a: history.append(np.asarray(a)), new)
-      return new
-
-    lp = jnp.log(jnp.full((2, length, vocab.NUM_DATA_SYMBOLS), 1.0 / vocab.NUM_DATA_SYMBOLS))
-    return samplers.sample_masked(
-        key, jnp.full((2, length), vocab.MASK, jnp.int32), predict=lambda z: lp,
-        propose=propose, commit=commit, masked=lambda z: z == vocab.MASK,
-        schedule=schedule, num_steps=steps, cached=False)
-
-  final, _ = samplers.run_with_x64(jax.jit(run), jax.random.PRNGKey(0))
+  final, _ = categorical.run_with_x64(jax.jit(run), jax.random.PRNGKey(0))
   assert len(history) == steps
   for before, after in zip(history, history[1:]):
     visible = before != vocab.MASK
@@ -74,7 +100,7 @@ def test_sampler_never_changes_visible_units():
 
 def test_gumbel_noise_is_float64_under_x64():
   def draw(key):
-    return samplers.gumbel_argmax(key, jnp.zeros((4,), jnp.float32))
+    return categorical.gumbel_argmax(key, jnp.zeros((4,), jnp.float32))
   jaxpr = jax.make_jaxpr(draw)
   with jax.enable_x64(True):
     assert 'f64' in str(jaxpr(jax.random.PRNGKey(0)))
@@ -82,11 +108,11 @@ def test_gumbel_noise_is_float64_under_x64():
 
 def test_top_p_keeps_the_nucleus():
   lp = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
-  kept = np.isfinite(np.asarray(samplers.top_p_filter(lp, 0.7)))
+  kept = np.isfinite(np.asarray(categorical.top_p_filter(lp, 0.7)))
   np.testing.assert_array_equal(kept, [True, True, False, False])
-  kept = np.isfinite(np.asarray(samplers.top_p_filter(lp, 0.1)))
+  kept = np.isfinite(np.asarray(categorical.top_p_filter(lp, 0.1)))
   np.testing.assert_array_equal(kept, [True, False, False, False])
-  np.testing.assert_allclose(samplers.top_p_filter(lp, 1.0), lp)
+  np.testing.assert_allclose(categorical.top_p_filter(lp, 1.0), lp)
 
 
 def test_ancestral_marginals_match_a_known_distribution():
@@ -95,13 +121,10 @@ def test_ancestral_marginals_match_a_known_distribution():
   lp = jnp.full((400, 8, vocab.NUM_DATA_SYMBOLS), -jnp.inf).at[..., :4].set(jnp.log(probs))
 
   def run(key):
-    return samplers.sample_masked(
-        key, jnp.full((400, 8), vocab.MASK, jnp.int32), predict=lambda z: lp,
-        propose=lambda k, l, z: samplers.gumbel_argmax(k, l),
-        commit=lambda z, p, u: jnp.where(u, p, z), masked=lambda z: z == vocab.MASK,
-        schedule=byte_mdlm.Schedule('loglinear'), num_steps=5)[0]
+    return loops.sample_masked(key, jnp.full((400, 8), vocab.MASK, jnp.int32),
+                               fixed(lp), num_steps=5)[0]
 
-  tokens = np.asarray(samplers.run_with_x64(jax.jit(run), jax.random.PRNGKey(0)))
+  tokens = np.asarray(categorical.run_with_x64(jax.jit(run), jax.random.PRNGKey(0)))
   counts = np.bincount(tokens.ravel(), minlength=4)[:4]
   expected = probs * tokens.size
   chi2 = float(((counts - expected) ** 2 / expected).sum())
@@ -113,17 +136,14 @@ def toy_adaptive_steps(probs, alpha=0.5, min_steps=2, max_steps=64, units=32):
   distribution `probs` (fixed, so its entropy is known)."""
   lp = jnp.full((1, units, vocab.NUM_DATA_SYMBOLS), -jnp.inf).at[..., :len(probs)].set(
       jnp.log(jnp.asarray(probs)))
-  choose = samplers.entropy_adaptive_select(alpha, min_steps, max_steps)
+  choose = rules.entropy_adaptive_select(alpha, min_steps, max_steps)
 
   def run(key):
-    return samplers.sample_adaptive(
-        key, jnp.full((1, units), vocab.MASK, jnp.int32), predict=lambda z: lp,
-        propose=lambda k, l, z: samplers.gumbel_argmax(k, l),
-        commit=lambda z, p, u: jnp.where(u, p, z), masked=lambda z: z == vocab.MASK,
-        scores=lambda l, p, z: byte_mdlm.categorical_scores(l, p), choose=choose,
-        max_steps=max_steps)
+    return loops.sample_adaptive(key, jnp.full((1, units), vocab.MASK, jnp.int32),
+                                 fixed(lp), choose=choose, max_steps=max_steps,
+                                 uses_entropy=True, uses_confidence=False)
 
-  tokens, stats = samplers.run_with_x64(jax.jit(run), jax.random.PRNGKey(0))
+  tokens, stats = categorical.run_with_x64(jax.jit(run), jax.random.PRNGKey(0))
   assert not (np.asarray(tokens) == vocab.MASK).any()
   return int(stats.steps)
 
@@ -137,19 +157,26 @@ def test_adaptive_takes_fewer_steps_on_low_entropy():
 def test_adaptive_and_confidence_respect_prompt_and_suffix(model_and_params):
   model, params = model_and_params
   prefix, suffix = np.array([1, 2, 3], np.int32), np.array([4, 5], np.int32)
-  for sampler, options in [('adaptive', dict(adaptive_alpha=0.2, max_steps=10)),
-                           ('confidence', dict(confidence_threshold=0.5, max_steps=10))]:
-    tokens, stats = model.sample(params, jax.random.PRNGKey(2), num_samples=2, length=24,
-                                 steps=10, sampler=sampler, prefix=prefix, suffix=suffix,
-                                 **options)
+  for options in [SamplerOptions(sampler='adaptive', steps=10, adaptive_alpha=0.2),
+                  SamplerOptions(sampler='confidence', steps=10, confidence_threshold=0.5)]:
+    tokens, stats = model.sample(params, jax.random.PRNGKey(2), options, num_samples=2,
+                                 length=24, prefix=prefix, suffix=suffix)
     assert not (tokens == vocab.MASK).any()
     assert (tokens[:, :3] == prefix).all() and (tokens[:, -2:] == suffix).all()
     assert 1 <= stats['steps'] <= 10 and stats['latent_calls'] == stats['steps']
 
 
 def test_prompt_without_room_is_a_clear_error(model_and_params):
-  from bltdiff.errors import ConfigError
   model, params = model_and_params
   with pytest.raises(ConfigError, match='^prompt:'):
-    model.sample(params, jax.random.PRNGKey(0), num_samples=1, length=4, steps=2,
-                 prefix=np.arange(4))
+    model.sample(params, jax.random.PRNGKey(0), SamplerOptions(steps=2), num_samples=1,
+                 length=4, prefix=np.arange(4))
+
+
+def test_sampler_options_are_checked_with_the_field_name():
+  with pytest.raises(ConfigError, match='^--steps:'):
+    SamplerOptions(steps=0).check(where='--')
+  with pytest.raises(ConfigError, match='^sample.top_p:'):
+    SamplerOptions(top_p=0.0).check()
+  with pytest.raises(ConfigError, match='^sample.min_steps:'):
+    SamplerOptions(steps=4, min_steps=5).check()

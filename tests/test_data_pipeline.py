@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import grain
-import ml_collections
 import numpy as np
 import pytest
 
@@ -12,15 +11,14 @@ from bltdiff import vocab
 from bltdiff.data import pipeline
 from bltdiff.data.packing import BOUNDARY_ENTROPY, PackedBatchIterDataset
 from data_prep import manifest as mf
+from configs import common
 from data_prep import writer as prep
 from data_prep.errors import DataError
 
 
 def config(**kw):
-  base = dict(source='text', paths='', prepared_dir='', seq_len=32, num_workers=0,
-              builtin_max_bytes=200_000, validation_fraction=0.1, doc_bytes=0)
-  base.update(kw)
-  return ml_collections.ConfigDict(base)
+  return common.data_config(**dict(dict(source='text', seq_len=32, builtin_max_bytes=200_000,
+                                        validation_fraction=0.1, doc_bytes=0), **kw))
 
 
 def random_docs(n, seed=0, max_len=300):

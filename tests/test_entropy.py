@@ -1,19 +1,18 @@
 """Entropy model scoring: isolation across batch rows, documents and chunks."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
-from bltdiff import byte_ar, entropy, vocab
+from bltdiff import entropy, vocab
+from bltdiff.models import byte_ar
+from configs import common
 
 
 @pytest.fixture(scope='module')
 def tiny_model():
   """A randomly initialised tiny ByteAR: isolation does not need training."""
-  config = ml_collections.ConfigDict(dict(
-      kind='byte_ar', dim=32, num_layers=2, num_heads=2, mlp_dim=64,
-      attention_window=0, dropout=0.0))
+  config = common.byte_model('byte_ar', dim=32, num_layers=2, num_heads=2, mlp_dim=64)
   module = byte_ar.make_byte_ar(config)
   params = jax.jit(module.init)(jax.random.PRNGKey(0), np.zeros((1, 8), np.int32))['params']
   return module, params
@@ -26,9 +25,9 @@ def _model(tiny_model, **kw):
   return entropy.entropy_model_from_module(module, params, **kw)
 
 
-def test_plan_chunks_tiles_document():
+def testplan_chunks_tiles_document():
   for length in (1, 31, 32, 33, 100):
-    plan = entropy._plan_chunks(length, 32, 12)
+    plan = entropy.plan_chunks(length, 32, 12)
     kept = [i for (_, e, k) in plan for i in range(k, e)]
     assert kept == list(range(length))
     for s, e, k in plan:

@@ -12,14 +12,15 @@ import time
 import jax
 import numpy as np
 
-from bltdiff import checkpointing, train
+from bltdiff import commands
+from bltdiff.training import checkpointing, restore
 
 WORKER = '''
 import json, sys
 import ml_collections
-from bltdiff import train
+from bltdiff import commands
 config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
-train.train_and_evaluate(config, sys.argv[2])
+commands.train(config, sys.argv[2])
 '''
 
 
@@ -51,10 +52,10 @@ def test_killed_run_resumes_bit_identically(make_config, tmp_path):
   resumed_from = completed_steps(killed)[-1]
   assert resumed_from >= 4
   stop = resumed_from + 2
-  train.train_and_evaluate(config, killed, stop_at_step=stop)
+  commands.train(config, killed, stop_at_step=stop)
   straight = str(tmp_path / 'straight')
-  train.train_and_evaluate(config, straight, stop_at_step=stop)
-  a = checkpointing.restore_params(killed, step=stop)[1]
-  b = checkpointing.restore_params(straight, step=stop)[1]
+  commands.train(config, straight, stop_at_step=stop)
+  a = restore.restore_params(killed, step=stop)[1]
+  b = restore.restore_params(straight, step=stop)[1]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

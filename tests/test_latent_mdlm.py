@@ -9,24 +9,21 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from bltdiff import local_decoder, patching, vocab
-from bltdiff.latent_mdlm import LatentDenoiser, LatentMDLM
+from bltdiff import patching, vocab
+from bltdiff.latent import local_decoder
+from bltdiff.latent.diffusion import LatentMDLM, mask_slots
+from configs import common
+from conftest import TINY_LATENT_MODEL
 
 L = 4  # max_patch_len of the tiny models
 
 
 def tiny_model_config(decoder_mode='ar', **overrides):
-  return ml_collections.ConfigDict(dict(
-      kind='latent_mdlm', dim=32, num_layers=1, num_heads=2, mlp_dim=64, dropout=0.0,
-      enc_dim=16, enc_layers=1, enc_heads=2, enc_mlp_dim=32, pool_queries=2,
-      ngram_sizes=(3, 4), hash_buckets=64, dec_dim=16, dec_layers=1, dec_heads=2,
-      dec_mlp_dim=32, decoder_mode=decoder_mode, schedule='loglinear', dtype='float32',
-      **overrides))
+  return common.latent_model(**dict(TINY_LATENT_MODEL, decoder_mode=decoder_mode, **overrides))
 
 
 def init_params(model, tokens, seed=0):
@@ -68,10 +65,10 @@ def test_no_leak_from_masked_patch(model_and_params):
   @jax.jit
   def outputs(tok, lens):
     visible = slot_mask & ~masked
-    cond = model._apply(params, tok, visible, slot_mask, method=LatentDenoiser.denoise)
+    cond = model.denoise(params, tok, visible, slot_mask)
     # D's predictions for every slot, teacher-forced on the ORIGINAL bytes, so
     # only what flows through the latents can differ.
-    lp, _, _ = model._apply(params, cond, tokens, lengths, method=LatentDenoiser.patch_log_prob)
+    lp, _, _ = model.patch_log_prob(params, cond, tokens, lengths)
     return cond, lp
 
   cond_a, lp_a = outputs(tokens, lengths)
@@ -97,7 +94,6 @@ def test_padding_slots_contribute_nothing(model_and_params):
   np.testing.assert_allclose(np.asarray(nll)[:, :4], np.asarray(nll_short), rtol=1e-5,
                              atol=1e-5)
   # The forward process never masks a padding slot.
-  from bltdiff.latent_mdlm import mask_slots
   m = mask_slots(jax.random.PRNGKey(0), slot_mask, jnp.zeros((2,)))
   assert not np.any(np.asarray(m)[:, 4:]) and np.all(np.asarray(m)[:, :4])
 
@@ -108,8 +104,7 @@ def test_ar_log_probs_match_step_by_step():
   tokens, lengths, slot_mask = random_patches(2, batch=1, slots=6, real=6)
   rows, lens = tokens[0], lengths[0]
   cond = jax.random.normal(jax.random.PRNGKey(4), (rows.shape[0], 16))
-  apply = jax.jit(lambda inputs: model._apply(params, cond, inputs,
-                                              method=LatentDenoiser.ar_log_probs))
+  apply = jax.jit(lambda inputs: model.ar_decoder_log_probs(params, cond, inputs))
   teacher, _, _ = local_decoder.ar_patch_log_prob(apply(local_decoder.ar_inputs(rows)), rows, lens)
   targets = np.asarray(local_decoder.ar_targets(rows, lens))
   stepwise = np.zeros(rows.shape[0])
@@ -192,17 +187,15 @@ def test_bound_above_exact_nll_on_toy_patches():
   assert bound >= exact - 3 * stderr - 0.02, (bound, exact, stderr)
 
 
-def test_end_to_end_train_writes_samples(make_config, tmp_path):
-  from bltdiff import train
-  model = tiny_model_config('parallel')
-  config = make_config(**{'data.seq_len': 32, 'train.num_steps': 3, 'train.sample_every': 3,
-                          'train.eval_every': 3, 'train.checkpoint_every': 3,
-                          'sample.steps': 4, 'sample.sampler': 'cached'})
-  with config.unlocked():
-    config.model = model
-    config.patching = ml_collections.ConfigDict(tiny_patching('space', num_slots=16,
-                                                              max_patch_len=8))
-  train.train_and_evaluate(config, str(tmp_path))
+def test_end_to_end_train_writes_samples(make_latent_config, tmp_path):
+  from bltdiff import commands
+  config = make_latent_config(**{'data.seq_len': 32, 'train.num_steps': 3,
+                                 'train.sample_every': 3, 'train.eval_every': 3,
+                                 'train.checkpoint_every': 3, 'sample.steps': 4,
+                                 'sample.sampler': 'cached', 'model.decoder_mode': 'parallel',
+                                 'patching.mode': 'space', 'patching.num_slots': 16,
+                                 'patching.max_patch_len': 8})
+  commands.train(config, str(tmp_path))
   samples = glob.glob(str(tmp_path / 'samples' / '*.npy'))
   assert samples
   tokens = np.load(samples[0])

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bltdiff import byte_mdlm, vocab
+from bltdiff import vocab
+from bltdiff.models import byte_mdlm
 from bltdiff.schedules import Schedule
 
 ALPHABET = 3

@@ -24,22 +24,14 @@ MIXED = dict(data=2, fsdp=2, tensor=2)  # all three axes at once
 
 
 def _cases():
-  from bltdiff import models
   cases = [
       {'name': 'byte_mdlm', 'overrides': {}, 'meshes': {'data': DATA, 'mixed': MIXED}},
       {'name': 'byte_ar', 'overrides': {'model.kind': 'byte_ar'}, 'meshes': {'mixed': MIXED}},
   ]
-  if 'latent_mdlm' in models.MODEL_KINDS:
-    latent_model = dict(
-        kind='latent_mdlm', dim=32, num_layers=1, num_heads=2, mlp_dim=64, dropout=0.0,
-        enc_dim=16, enc_layers=1, enc_heads=2, enc_mlp_dim=32, pool_queries=2,
-        ngram_sizes=[3, 4], hash_buckets=64, dec_dim=16, dec_layers=1, dec_heads=2,
-        dec_mlp_dim=32, decoder_mode='ar', schedule='loglinear', dtype='float32')
-    patching = dict(mode='space', threshold=1.5, monotonic_threshold=0.0,
-                    reset_on_newline=False, static_size=2, max_patch_len=8, num_slots=16)
-    cases.append({'name': 'latent_mdlm', 'overrides': {},
-                  'sections': {'model': latent_model, 'patching': patching},
-                  'meshes': {'mixed': MIXED}})
+  cases.append({'name': 'latent_mdlm', 'latent': True,
+                'overrides': {'patching.mode': 'space', 'patching.static_size': 2,
+                              'patching.max_patch_len': 8, 'patching.num_slots': 16},
+                'meshes': {'mixed': MIXED}})
   return cases
 
 

@@ -2,6 +2,9 @@
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -162,11 +165,15 @@ def test_traced_threshold_matches_config_threshold():
       f(tokens, h, 1.2), _patch(tokens, h, dataclasses.replace(config, threshold=1.2)).starts)
 
 
-def test_show_patches_command_without_model(tmp_path, capsys):
-  from bltdiff import show_patches
-  text = 'Hello, wörld!\r\n\x00\xff tail'
+def test_show_patches_command_without_model(tmp_path):
+  text = 'Hello, wörld!\r\n\x00\xff tail'.encode()
+  (tmp_path / 'text').write_bytes(text)
   out = tmp_path / 'p.png'
-  pieces = show_patches.main([f'--text={text}', '--mode=space', f'--out={out}'])
-  assert b''.join(pieces) == text.encode() and out.stat().st_size > 0
-  printed = capsys.readouterr().out.splitlines()[0]
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, '-m', 'bltdiff.show_patches',
+                           f'--text_file={tmp_path / "text"}', '--mode=space', f'--out={out}'],
+                          cwd=repo, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert out.stat().st_size > 0
+  printed = result.stdout.splitlines()[0]
   assert printed.split('|')[0] == 'Hello,' and '\\r\\n\\x00' in printed

@@ -6,23 +6,25 @@ import os
 import jax
 import numpy as np
 
-from bltdiff import checkpointing, train
+from bltdiff import commands, sharding
+from bltdiff import data_chain
+from bltdiff.training import checkpointing, evaluation, restore, state, steps
 
 
 def params_of(workdir):
-  _, params = checkpointing.restore_params(workdir)
+  _, params = restore.restore_params(workdir)
   return jax.tree.map(np.asarray, params)
 
 
 def test_resume_is_bit_identical(make_config, tmp_path):
   config = make_config(**{'train.num_steps': 6, 'train.checkpoint_every': 100})
   # Uninterrupted: 6 steps.
-  train.train_and_evaluate(config, str(tmp_path / 'straight'))
+  commands.train(config, str(tmp_path / 'straight'))
   # Interrupted after 3 steps, then resumed to 6 in a fresh call.
   interrupted = str(tmp_path / 'interrupted')
-  train.train_and_evaluate(config, interrupted, stop_at_step=3)
+  commands.train(config, interrupted, stop_at_step=3)
   assert sorted(os.listdir(checkpointing.checkpoint_dir(interrupted))) == ['3']
-  train.train_and_evaluate(config, interrupted)
+  commands.train(config, interrupted)
   a, b = params_of(str(tmp_path / 'straight')), params_of(interrupted)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
@@ -33,19 +35,18 @@ def test_training_lowers_bpb_and_writes_samples(make_config, tmp_path):
                           'train.eval_every': 30, 'train.sample_every': 30,
                           'train.log_every': 10})
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(config, workdir)
+  commands.train(config, workdir)
   samples = glob.glob(os.path.join(workdir, 'samples', 'step_*.txt'))
   assert samples and '=== sample 0 ===' in open(samples[0]).read()
   # bits per byte, from the TensorBoard-free source: an eval of the first and last params.
-  from bltdiff import sharding
-  from bltdiff.data import pipeline
-  mesh, model, tx, _, abstract, shardings = train.setup(config, workdir)
-  eval_step = train.make_eval_step(model, mesh, shardings.params)
-  prepared = pipeline.ensure_prepared(config.data, workdir)
+  config = data_chain.prepare_run_data(config, workdir)
+  run = state.setup(config)
+  mesh, model, prepared = run.mesh, run.model, config.data.prepared_dir
+  eval_step = steps.make_eval_step(model, mesh, run.shardings.params)
   with sharding.activate(mesh):
-    init = train.create_train_state(model, tx, config, mesh, shardings)
-    before = train.evaluate(model, init.params, config, prepared, mesh, eval_step)['eval_bpb']
-  _, trained = checkpointing.restore_params(workdir)
+    init = state.create_train_state(model, run.tx, config, mesh, run.shardings)
+    before = evaluation.evaluate(model, init.params, config, prepared, mesh, eval_step)['eval_bpb']
+  _, trained = restore.restore_params(workdir)
   with sharding.activate(mesh):
-    after = train.evaluate(model, trained, config, prepared, mesh, eval_step)['eval_bpb']
+    after = evaluation.evaluate(model, trained, config, prepared, mesh, eval_step)['eval_bpb']
   assert after < before - 1.0, (before, after)

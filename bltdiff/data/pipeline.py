@@ -22,6 +22,7 @@ import numpy as np
 from absl import flags
 
 from data_prep import manifest as mf
+from data_prep import writer
 from data_prep.errors import DataError
 from bltdiff.data.packing import PackedBatchIterDataset
 from bltdiff.data.shuffle import EpochShuffleMapDataset
@@ -54,12 +55,12 @@ class DocumentSource(grain.sources.RandomAccessDataSource):
     return f'DocumentSource({len(self)} documents, entropies={self._ents is not None})'
 
 
-def _prepare_kwargs(data_config) -> dict:
-  return dict(paths=data_config.get('paths', ''), data_files=data_config.get('data_files', ''),
-              validation_fraction=data_config.get('validation_fraction', 0.05),
-              builtin_max_bytes=data_config.get('builtin_max_bytes', 4 << 20),
-              **({'doc_bytes': data_config.doc_bytes} if 'doc_bytes' in data_config else {}),
-              **({'shard_bytes': data_config.shard_bytes} if 'shard_bytes' in data_config else {}))
+def prepare_kwargs(data_config) -> dict:
+  """data_prep.writer.prepare's keyword arguments from config.data."""
+  return dict(paths=data_config.paths, data_files=data_config.data_files,
+              validation_fraction=data_config.validation_fraction,
+              builtin_max_bytes=data_config.builtin_max_bytes, doc_bytes=data_config.doc_bytes,
+              shard_bytes=data_config.shard_bytes)
 
 
 def ensure_prepared(data_config, workdir: str) -> str:
@@ -74,12 +75,11 @@ def ensure_prepared(data_config, workdir: str) -> str:
   or process 0 then a barrier) and set prepared_dir; concurrent preparation
   into one directory is not supported.
   """
-  from data_prep.writer import prepare  # the writer is only needed here
-  if data_config.get('prepared_dir', ''):
+  if data_config.prepared_dir:
     mf.read_manifest(data_config.prepared_dir)
     return str(data_config.prepared_dir)
   out = os.path.join(workdir, 'data')
-  prepare(data_config.source, out, **_prepare_kwargs(data_config))
+  writer.prepare(data_config.source, out, **prepare_kwargs(data_config))
   return out
 
 
@@ -107,12 +107,12 @@ def make_iterator(data_config, prepared_dir: str, split: str, *, batch_size: int
   'tokens': int32 [batch_size, data_config.seq_len], values in [0, 257): bytes,
     and vocab.BOUNDARY=256 after every document.
   'entropies': float32 [batch_size, seq_len], only when the manifest has
-    entropies and data_config.get('use_entropies', False); packed in step with
+    entropies and data_config.use_entropies; packed in step with
     the tokens, 1e4 at BOUNDARY positions (a patch always starts there).
   batch_size is per process. num_epochs=None repeats forever (train); eval
   passes 1 (the last partial batch is dropped).
   """
-  use_ent = bool(data_config.get('use_entropies', False))
+  use_ent = bool(data_config.use_entropies)
   if use_ent and not mf.read_manifest(prepared_dir)['has_entropies']:
     use_ent = False  # documented: entropies only when the data has them
   ds = document_dataset(prepared_dir, split, seed=seed, process_index=process_index,
@@ -121,11 +121,11 @@ def make_iterator(data_config, prepared_dir: str, split: str, *, batch_size: int
   # GIL hand-offs than it saves (80 -> 45 MB/s on 2 cores), and a batch takes
   # well under a millisecond next to a train step. Hosts that need more use
   # num_workers (processes) or read_threads (remote storage latency).
-  threads = int(data_config.get('read_threads', 0))
+  threads = int(data_config.read_threads)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=64))
   packed = PackedBatchIterDataset(it_ds, batch_size=batch_size, seq_len=int(data_config.seq_len),
                                   with_entropies=use_ent)
-  workers = int(data_config.get('num_workers', 0))
+  workers = int(data_config.num_workers)
   if workers > 0:
     if not flags.FLAGS.is_parsed():
       # grain's worker launcher reads its absl flags; outside app.run (tests,

@@ -68,15 +68,3 @@ def restore(manager: ocp.CheckpointManager, abstract_state, data_iterator=None, 
     items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
   restored = manager.restore(step, args=ocp.args.Composite(**items))
   return restored['state'], step
-
-
-def restore_params(workdir: str, step=None):
-  """(config, params) of the latest (or given) checkpoint of a run, on the
-  default device layout. This is how other tools load a trained model: the
-  entropy model for patching, the evaluator for sample quality."""
-  from bltdiff import train  # train imports this module
-  config = load_config(workdir)
-  state, _, loaded_step = train.restore_state_for_inference(config, workdir, step)
-  if state is None:
-    raise BltdiffError(f'no checkpoint in {checkpoint_dir(workdir)}')
-  return config, state.params

@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bltdiff import layers, samplers, vocab
+from bltdiff import layers, vocab
+from bltdiff.sampling import categorical
 
 DEC_VOCAB = vocab.END_OF_PATCH + 1  # 259: MASK (257) is in range but never allowed
 START = vocab.MASK  # input symbol of the first decoder position (never a data byte)
@@ -71,8 +72,8 @@ class ARDecoder(nn.Module):
     segments = jnp.ones(inputs.shape, jnp.int32)
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
     mask = layers.attention_mask(segments, segments, causal=True)
-    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype,
-                           name='transformer')(x, mask, positions)
+    x = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                           mlp_dim=self.mlp_dim, dtype=self.dtype, name='transformer')(x, mask, positions)
     return ar_constrain(layers.readout(DEC_VOCAB)(x))
 
 
@@ -97,7 +98,7 @@ def ar_sample(apply_fn, key, cond, max_patch_len: int, top_p: float = 1.0):
   def step(carry, j):
     inputs, length = carry
     lp = apply_fn(cond, inputs)[:, j]  # [rows, DEC_VOCAB]
-    sym = samplers.gumbel_argmax(jax.random.fold_in(key, j), samplers.top_p_filter(lp, top_p))
+    sym = categorical.gumbel_argmax(jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p))
     ended = length >= 0
     stop = ~ended & (sym == vocab.END_OF_PATCH)
     length = jnp.where(stop, j, length)
@@ -132,8 +133,8 @@ class ParallelDecoder(nn.Module):
     self.length_head = layers.readout(self.max_patch_len, name='length_head')
     self.length_embed = layers.Embed(self.max_patch_len + 1, self.dim, self.dtype)
     self.position_embed = layers.Embed(self.max_patch_len, self.dim, self.dtype)
-    self.transformer = layers.Transformer(self.num_layers, self.num_heads, self.mlp_dim,
-                                          self.dtype)
+    self.transformer = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                                          mlp_dim=self.mlp_dim, dtype=self.dtype)
     self.rest_head = layers.readout(vocab.NUM_DATA_SYMBOLS, name='rest_head')
 
   def first(self, cond):
@@ -183,7 +184,7 @@ def parallel_patch_log_prob(parts, patch_tokens, lengths):
 def parallel_sample(first_fn, length_fn, rest_fn, key, cond, top_p: float = 1.0):
   """(bytes [rows, L] PAD after the end, lengths [rows]) in three draws."""
   k1, k2, k3 = jax.random.split(key, 3)
-  draw = lambda k, lp: samplers.gumbel_argmax(k, samplers.top_p_filter(lp, top_p))
+  draw = lambda k, lp: categorical.gumbel_argmax(k, categorical.top_p_filter(lp, top_p))
   x0 = draw(k1, first_fn(cond))
   lengths = draw(k2, length_fn(cond, x0)) + 1
   rest = draw(k3, rest_fn(cond, x0, lengths))

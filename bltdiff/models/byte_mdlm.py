@@ -18,8 +18,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bltdiff import layers, samplers, vocab
+from bltdiff import layers, vocab
 from bltdiff.errors import ConfigError
+from bltdiff.models.contract import Model
+from bltdiff.sampling import categorical, registry
+from bltdiff.sampling.loops import SamplerStats
+from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import Schedule, antithetic_times
 
 
@@ -38,8 +42,9 @@ class ByteDenoiser(nn.Module):
     segments = jnp.ones_like(z)
     positions = jnp.broadcast_to(jnp.arange(z.shape[1], dtype=jnp.int32), z.shape)
     mask = layers.attention_mask(segments, segments, causal=False)
-    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype,
-                           dropout=self.dropout, name='transformer')(
+    x = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                           mlp_dim=self.mlp_dim, dtype=self.dtype, dropout=self.dropout,
+                           name='transformer')(
                                x, mask, positions, deterministic=deterministic)
     return layers.readout(vocab.NUM_DATA_SYMBOLS)(x)
 
@@ -82,18 +87,22 @@ def nelbo(log_probs_fn, x, key, schedule: Schedule, t=None, t_min: float = 0.0):
   return schedule.weight(t) * jnp.sum(nll, axis=-1)
 
 
-class ByteMDLM:
-  """What the trainer and samplers need of byte MDLM; holds no parameters."""
+class ByteMDLM(Model):
+  """Byte MDLM as a `Model`; every sampler of the registry works on it."""
+
+  samplers = tuple(registry.SAMPLERS)
 
   def __init__(self, model_config):
     self.config = model_config
-    self.schedule = Schedule(model_config.get('schedule', 'loglinear'),
-                             model_config.get('schedule_eps', 0.0))
+    self.schedule = Schedule(model_config.schedule, model_config.schedule_eps)
     self.net = ByteDenoiser(
         dim=model_config.dim, num_layers=model_config.num_layers,
         num_heads=model_config.num_heads, mlp_dim=model_config.mlp_dim,
-        dropout=model_config.get('dropout', 0.0),
-        dtype=jnp.dtype(model_config.get('dtype', 'float32')))
+        dropout=model_config.dropout, dtype=jnp.dtype(model_config.dtype))
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(config.model)
 
   def init(self, key, batch):
     return self.net.init({'params': key}, batch['tokens'][:1])['params']
@@ -113,24 +122,16 @@ class ByteMDLM:
     loss = jnp.mean(per_seq) / x.shape[1]
     return loss, {'loss': loss, 'bpb': loss / math.log(2.0)}
 
-  samplers = ('ancestral', 'cached', 'adaptive', 'confidence')
-
-  def sample(self, params, key, *, num_samples: int, length: int, steps: int,
-             sampler: str = 'cached', top_p: float = 1.0, prefix=None, suffix=None,
-             **options):
+  def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
+             prefix=None, suffix=None):
     """Draws [num_samples, length] int32 in [0, NUM_DATA_SYMBOLS) and stats.
-
-    sampler: 'ancestral' (a network call every step), 'cached' (no call after a
-    step that revealed nothing; same output for the same key), 'adaptive'
-    (entropy-adaptive step count; options adaptive_alpha, min_steps,
-    max_steps) or 'confidence' (options confidence_threshold, min_steps,
-    max_steps). prefix / suffix: int arrays kept visible at the start / end
-    (prompting and infilling: the gap between them is generated)."""
-    if sampler not in self.samplers:
-      raise ConfigError(f'sample.sampler: byte_mdlm has samplers {self.samplers}, got {sampler!r}')
+    prefix / suffix: int arrays kept visible at the start / end (prompting and
+    infilling: the gap between them is generated)."""
+    if options.sampler not in self.samplers:
+      raise ConfigError(f'sample.sampler: byte_mdlm has samplers {self.samplers}, '
+                        f'got {options.sampler!r}')
     z = template(num_samples, length, prefix, suffix)
-    run = _byte_mdlm_sampler(self, sampler, steps, top_p, _freeze(options))
-    tokens, stats = samplers.run_with_x64(run, params, key, z)
+    tokens, stats = categorical.run_with_x64(_byte_mdlm_sampler(self, options), params, key, z)
     return np.asarray(tokens), stats_to_python(stats)
 
 
@@ -146,51 +147,43 @@ def template(num_samples: int, length: int, prefix=None, suffix=None):
   return jnp.asarray(np.tile(row, (num_samples, 1)))
 
 
-def stats_to_python(stats: samplers.SamplerStats) -> dict:
+def stats_to_python(stats: SamplerStats) -> dict:
   row_steps = np.asarray(stats.row_steps)
   return {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
           'proposals': int(stats.proposals),
           'mean_row_steps': float(row_steps.mean()) if row_steps.size else 0.0}
 
 
-def _freeze(options: dict) -> tuple:
-  return tuple(sorted(options.items()))
+class ByteAdapter(registry.ModelAdapter):
+  """The sampler's view of byte MDLM: the state is z [batch, length] (MASK =
+  still to generate), a prediction is SUBS log-probs [batch, length, 257]
+  (top-p filtered), a proposal one drawn byte per position."""
 
+  def predict(self, z):
+    return categorical.top_p_filter(self.model.log_probs(self.params, z), self.top_p)
 
-def categorical_scores(log_probs, proposal):
-  """(entropy [b, n] in nats, log-prob of the proposal [b, n]) of a categorical."""
-  entropy = -jnp.sum(jnp.where(jnp.isfinite(log_probs), jnp.exp(log_probs) * log_probs, 0.0), -1)
-  confidence = jnp.take_along_axis(log_probs, proposal[..., None], axis=-1)[..., 0]
-  return entropy, confidence
+  def propose(self, key, log_probs, z):
+    return categorical.gumbel_argmax(key, log_probs)
+
+  def commit(self, z, proposal, unmask):
+    return jnp.where(unmask, proposal, z)
+
+  def masked(self, z):
+    return z == vocab.MASK
+
+  def entropy_scores(self, log_probs, z):
+    return categorical.entropy_of(log_probs)
+
+  def confidence_scores(self, log_probs, proposal, z):
+    return jnp.take_along_axis(log_probs, proposal[..., None], axis=-1)[..., 0]
 
 
 @functools.lru_cache(maxsize=32)  # one compilation per (model, options)
-def _byte_mdlm_sampler(model: ByteMDLM, sampler: str, steps: int, top_p: float,
-                       options: tuple):
+def _byte_mdlm_sampler(model: ByteMDLM, options: SamplerOptions):
   """A jitted (params, key, z_init) -> (tokens, SamplerStats) for fixed options."""
-  opts = dict(options)
-  min_steps = int(opts.get('min_steps', 1))
-  max_steps = int(opts.get('max_steps', steps))
 
   @jax.jit
   def run(params, key, z):
-    predict = lambda z: samplers.top_p_filter(model.log_probs(params, z), top_p)
-    propose = lambda k, lp, z: samplers.gumbel_argmax(k, lp)
-    commit = lambda z, proposal, unmask: jnp.where(unmask, proposal, z)
-    masked = lambda z: z == vocab.MASK
-    if sampler in ('ancestral', 'cached'):
-      return samplers.sample_masked(
-          key, z, predict=predict, propose=propose, commit=commit, masked=masked,
-          schedule=model.schedule, num_steps=steps, cached=sampler == 'cached')
-    if sampler == 'adaptive':
-      choose = samplers.entropy_adaptive_select(
-          float(opts.get('adaptive_alpha', 1.0)), min_steps, max_steps)
-    else:
-      choose = samplers.confidence_select(
-          float(opts.get('confidence_threshold', 0.9)), min_steps, max_steps)
-    return samplers.sample_adaptive(
-        key, z, predict=predict, propose=propose, commit=commit, masked=masked,
-        scores=lambda lp, proposal, z: categorical_scores(lp, proposal), choose=choose,
-        max_steps=max_steps)
+    return registry.run(ByteAdapter(model, params, options.top_p), key, z, options)
 
   return run

@@ -82,8 +82,8 @@ class LocalEncoder(nn.Module):
     segments = valid.astype(jnp.int32)  # 1 inside the patch; 0 = PAD attends to itself only
     positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), rows.shape)
     mask = layers.attention_mask(segments, segments, causal=False)
-    x = layers.Transformer(self.num_layers, self.num_heads, self.mlp_dim, self.dtype,
-                           name='transformer')(x, mask, positions)
+    x = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                           mlp_dim=self.mlp_dim, dtype=self.dtype, name='transformer')(x, mask, positions)
 
     # Pooling (BLT): k learned queries, each offset by the patch's mean byte
     # state so the queries are patch-specific, cross-attend to the patch bytes.

@@ -1,0 +1,36 @@
+"""What `python -m bltdiff.main` does in each mode, as functions (the command
+line, tests and benchmarks all go through them)."""
+
+import json
+import os
+
+import jax
+
+from bltdiff import sharding
+from bltdiff import data_chain
+from bltdiff.training import evaluation, loop, restore, steps
+
+
+def train(config, workdir: str, stop_at_step: int | None = None):
+  """Resolves the run's data chain, then trains (resuming from workdir).
+  Returns the final TrainState."""
+  config = data_chain.prepare_run_data(config, workdir)
+  return loop.train_and_evaluate(config, workdir, stop_at_step=stop_at_step)
+
+
+def evaluate(workdir: str) -> dict:
+  """Bits per byte of the latest checkpoint on the validation split, with the
+  run's own saved config; written to workdir/eval_step_<step>.json."""
+  loaded = restore.load_for_inference(workdir)
+  config = data_chain.prepare_run_data(loaded.config, workdir)  # checks the shards are there
+  mesh, model = loaded.setup.mesh, loaded.model
+  with sharding.activate(mesh):
+    metrics = evaluation.evaluate(model, loaded.params, config, config.data.prepared_dir, mesh,
+                                  steps.make_eval_step(model, mesh, loaded.setup.shardings.params))
+  metrics['step'] = loaded.step
+  step = loaded.step
+  if jax.process_index() == 0:
+    print(json.dumps(metrics, indent=2))
+    with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
+      json.dump(metrics, f, indent=2)
+  return metrics

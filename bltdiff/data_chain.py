@@ -1,0 +1,127 @@
+"""The data chain of a run, resolved before the model is built.
+
+Byte models read prepared shards (`data.prepared_dir`, or `data.source`
+prepared into WORKDIR/data). Latent MDLM runs BLT's chain first:
+
+  1. entropy model: `patching.entropy_model` (a trained byte AR run), or the
+     run config's `entropy_model` section trained into WORKDIR/entropy_model;
+  2. shards with per-byte entropies stored beside the bytes (WORKDIR/data);
+  3. calibration of the patcher's threshold to `patching.calibrate_target_mean`
+     bytes per patch on the train split (WORKDIR/calibration.json).
+
+Each step is skipped when its output is already there, so resuming (and eval)
+is cheap. `prepare_run_data` returns the config with what it resolved
+(data.prepared_dir, data.use_entropies, the calibrated patcher fields,
+patching.entropy_model), which is what the run saves as its config.json.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from bltdiff import calibration, patching
+from bltdiff.data import pipeline
+from bltdiff.errors import ConfigError
+from bltdiff.training import checkpointing, loop, restore
+from data_prep import manifest, writer
+
+
+def prepare_run_data(config, workdir: str):
+  """The config with data.prepared_dir (and, for latent MDLM, the patcher)
+  resolved; the shards exist when it returns."""
+  if config.get('patching') is not None and config.model.kind == 'latent_mdlm':
+    # Called on every process: training the entropy model needs all processes
+    # for its collectives. Multi-host runs prepare beforehand (launch/).
+    return _latent_chain(config, workdir)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.data.prepared_dir = _prepared_shards(config.data, workdir)
+  return config
+
+
+def _prepared_shards(data_config, workdir: str) -> str:
+  if jax.process_count() == 1 or data_config.prepared_dir:
+    return pipeline.ensure_prepared(data_config, workdir)
+  # Several processes share one workdir: process 0 writes the shards, the
+  # others wait, then find them in place (preparation skips what exists).
+  from jax.experimental import multihost_utils
+  if jax.process_index() == 0:
+    prepared = pipeline.ensure_prepared(data_config, workdir)
+  multihost_utils.sync_global_devices('bltdiff:prepare_run_data')
+  if jax.process_index() != 0:
+    prepared = pipeline.ensure_prepared(data_config, workdir)
+  return prepared
+
+
+def trained_entropy_model(config, workdir: str) -> str:
+  """The entropy model's workdir, trained here first if patching.entropy_model is empty."""
+  given = config.patching.entropy_model
+  if given:
+    return given
+  ent_config = config.get('entropy_model')
+  if ent_config is None:
+    raise ConfigError('entropy_model: patching.mode needs entropies, and neither '
+                      'patching.entropy_model (a trained workdir) nor an entropy_model run '
+                      'config is given')
+  ent_dir = os.path.join(workdir, 'entropy_model')
+  latest = checkpointing.make_manager(ent_dir).latest_step() \
+      if os.path.isdir(checkpointing.checkpoint_dir(ent_dir)) else None
+  if latest is None or latest < ent_config.train.num_steps:
+    loop.train_and_evaluate(prepare_run_data(ent_config, ent_dir), ent_dir)
+  return ent_dir
+
+
+def calibrate_patcher(config, prepared_dir: str, workdir: str, use_entropies: bool) -> dict:
+  """Fits the patcher's free parameter to patching.calibrate_target_mean bytes
+  per patch on a sample of the train split; cached in workdir/calibration.json."""
+  p = config.patching
+  path = os.path.join(workdir, 'calibration.json')
+  key = dict(target_mean=float(p.calibrate_target_mean), mode=p.mode,
+             max_patch_len=int(p.max_patch_len), prepared_dir=os.path.abspath(prepared_dir),
+             seq_len=int(config.data.seq_len))
+  if os.path.exists(path):
+    with open(path) as f:
+      cached = json.load(f)
+    if cached.get('key') == key:
+      return cached
+  tokens, ents = calibration.read_prepared_sample(prepared_dir, int(p.calibrate_bytes),
+                                                  with_entropies=use_entropies)
+  if ents is None:
+    ents = [np.zeros(len(t), np.float32) for t in tokens]
+  tok, ent, valid = calibration.pack_documents(tokens, ents, int(config.data.seq_len))
+  result = calibration.calibrate(tok, ent, valid, patching.PatchConfig.from_config(p),
+                                 float(p.calibrate_target_mean))
+  result['key'] = key
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+  return result
+
+
+def _latent_chain(config, workdir: str):
+  config = config.copy_and_resolve_references()
+  needs_entropies = config.patching.mode in patching.ENTROPY_MODES
+  with config.unlocked():
+    if config.data.prepared_dir:
+      prepared_dir = pipeline.ensure_prepared(config.data, workdir)
+      if needs_entropies and not manifest.read_manifest(prepared_dir)['has_entropies']:
+        raise ConfigError(f'data.prepared_dir: {prepared_dir} has no entropies, which '
+                          f'patching.mode={config.patching.mode!r} needs (prepare it with '
+                          f'--entropy_model, or leave prepared_dir empty)')
+    elif needs_entropies:
+      ent_dir = trained_entropy_model(config, workdir)
+      prepared_dir = os.path.join(workdir, 'data')
+      writer.prepare(config.data.source, prepared_dir, **pipeline.prepare_kwargs(config.data),
+                     entropy_fn=restore.load_entropy_fn(ent_dir))
+      config.patching.entropy_model = ent_dir
+    else:
+      prepared_dir = pipeline.ensure_prepared(config.data, workdir)
+    config.data.prepared_dir = prepared_dir
+    config.data.use_entropies = needs_entropies
+    if config.patching.calibrate_target_mean > 0 and config.patching.mode != 'byte':
+      result = calibrate_patcher(config, prepared_dir, workdir, needs_entropies)
+      for field in ('threshold', 'monotonic_threshold', 'static_size'):
+        config.patching[field] = result[field]
+  return config

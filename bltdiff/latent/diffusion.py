@@ -1,0 +1,247 @@
+"""Latent MDLM: masked diffusion over BLT patches (docs/design.md, "The method", "The bound").
+
+A byte row [b, N] is cut by the patcher into P = P_max patch slots [b, P, L]
+(L = max_patch_len, PAD filler; `slot_mask` marks real patches). Diffusion
+runs on slots:
+
+- Forward process: each real slot is masked with probability 1 − α(t). A
+  masked patch hides its bytes AND its length (`network.LatentDenoiser.encode`).
+- Denoiser (time-free): E (per patch) -> T (over slots) -> D, p(patch_i | h_i).
+- SUBS: visible slots are carried over; only masked slots are predicted.
+- The bound, per sequence, in nats:
+    1. diffusion  w(t) Σ_{masked i} −log p(patch_i | z_t)     [b]  continuous-time NELBO
+    2. count      −log p(S), S = filled slots                  [b]  learned categorical
+    3. overflow   overflow_bytes · log 257                     [b]  bytes beyond P_max slots
+  summed, divided by N bytes and ln 2 -> bits per byte, an upper bound on
+  −log p(bytes): the patcher is a deterministic function of the bytes, so the
+  probability of the bytes is at least that of their own patch sequence.
+"""
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+
+from bltdiff import patching, vocab
+from bltdiff.errors import ConfigError
+from bltdiff.latent import sampling
+from bltdiff.latent.local_decoder import ar_inputs, ar_sample, parallel_sample
+from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
+from bltdiff.models.contract import Model
+from bltdiff.sampling import categorical, registry
+from bltdiff.sampling.options import SamplerOptions
+from bltdiff.schedules import Schedule, antithetic_times
+
+TRAIN_T_MIN = 1e-3  # as byte MDLM: training cuts t < 1e-3; evaluation uses the whole bound
+OVERFLOW_NATS_PER_BYTE = math.log(vocab.NUM_DATA_SYMBOLS)
+
+
+def patchify(tokens, entropies, patch_config: patching.PatchConfig):
+  """Bytes [b, N] (+ entropies) -> (Patches, patch bytes [b, P, L] with PAD filler)."""
+  patches = patching.patch(tokens, entropies, patch_config)
+  return patches, patching.patch_bytes(tokens, patches, patch_config.max_patch_len)
+
+
+def mask_slots(key, slot_mask, alpha_t):
+  """Forward process on slots: bool [b, P] masked, only among real slots."""
+  return (jax.random.uniform(key, slot_mask.shape, jnp.float32) >= alpha_t[:, None]) & slot_mask
+
+
+class LatentMDLM(Model):
+  """Latent MDLM as a `Model`; holds no parameters.
+
+  entropy_fn (documents -> per-byte entropies) patches prompts like the
+  training data in entropy modes; whoever loads a trained run sets it
+  (`bltdiff.training.restore`), so this module never reads checkpoints."""
+
+  samplers = tuple(registry.SAMPLERS)
+
+  def __init__(self, model_config, patch_config, entropy_fn=None):
+    self.config = model_config
+    self.patch_config = patching.PatchConfig.from_config(patch_config)
+    self.entropy_fn = entropy_fn
+    self.decoder_mode = model_config.decoder_mode
+    self.schedule = Schedule(model_config.schedule, model_config.schedule_eps)
+    self.net = LatentDenoiser.from_config(model_config, self.patch_config.num_slots,
+                                          self.patch_config.max_patch_len)
+
+  @classmethod
+  def from_config(cls, config):
+    return cls(config.model, config.patching)
+
+  @classmethod
+  def validate(cls, config):
+    m, p = config.model, config.get('patching')
+    if p is None:
+      raise ConfigError('patching: latent_mdlm needs a config.patching section')
+    if m.decoder_mode not in DECODER_MODES:
+      raise ConfigError(f'model.decoder_mode: expected one of {DECODER_MODES}, '
+                        f'got {m.decoder_mode!r}')
+    if p.mode not in patching.MODES:
+      raise ConfigError(f'patching.mode: expected one of {patching.MODES}, got {p.mode!r}')
+    if p.mode in patching.ENTROPY_MODES and not config.data.use_entropies:
+      raise ConfigError(f'data.use_entropies: patching.mode={p.mode!r} needs entropies '
+                        f'(set by the data chain, or prepare shards with --entropy_model)')
+    for name in ('enc_dim', 'dec_dim'):
+      heads = m[name.replace('dim', 'heads')]
+      if m[name] % heads or (m[name] // heads) % 2:
+        raise ConfigError(f'model.{name}: {m[name]} must split into {heads} heads of even size')
+    if p.num_slots < 1 or p.max_patch_len < 1:
+      raise ConfigError('patching.num_slots: num_slots and max_patch_len must be positive')
+
+  # --- the network's calls -------------------------------------------------------
+
+  def _apply(self, params, *args, method, **kwargs):
+    return self.net.apply({'params': params}, *args, method=method, **kwargs)
+
+  def denoise(self, params, patch_tokens, visible, slot_mask, dropout_key=None):
+    """E then T -> decoder conditions [b, P, D_dec] (dropout only with a key)."""
+    rngs = {'dropout': dropout_key} if dropout_key is not None else None
+    return self._apply(params, patch_tokens, visible, slot_mask, dropout_key is None,
+                       method=LatentDenoiser.denoise, rngs=rngs)
+
+  def patch_log_prob(self, params, cond, patch_tokens, lengths):
+    """(log p(patch | h) [b, P], hits, valid [b, P, L+1]), D teacher-forced."""
+    return self._apply(params, cond, patch_tokens, lengths, method=LatentDenoiser.patch_log_prob)
+
+  def count_log_probs(self, params):
+    return self._apply(params, method=LatentDenoiser.count_log_probs)
+
+  def _decoder(self, params, fn, *args):
+    return self._apply(params, fn, *args, method=LatentDenoiser.decoder_apply)
+
+  def ar_decoder_log_probs(self, params, cond_rows, inputs):
+    """The `ar` decoder on given inputs: cond [rows, D_dec], inputs [rows, L+1]
+    (START then bytes) -> log-probs [rows, L+1, DEC_VOCAB]."""
+    return self._decoder(params, lambda dec, c, x: dec(c, x), cond_rows, inputs)
+
+  def propose(self, params, key, cond, top_p: float = 1.0):
+    """D's draw for every slot: cond [b, P, D_dec] -> (bytes [b, P, L], lengths [b, P])."""
+    b, p, d = cond.shape
+    rows, L = cond.reshape(b * p, d), self.patch_config.max_patch_len
+    if self.decoder_mode == 'ar':
+      out, lengths = ar_sample(lambda c, x: self.ar_decoder_log_probs(params, c, x),
+                               key, rows, L, top_p)
+    else:
+      out, lengths = parallel_sample(
+          lambda c: self._decoder(params, lambda dec, c: dec.first(c), c),
+          lambda c, x0: self._decoder(params, lambda dec, c, x0: dec.length(c, x0), c, x0),
+          lambda c, x0, n: self._decoder(params, lambda dec, *a: dec.rest(*a), c, x0, n),
+          key, rows, top_p)
+    return out.reshape(b, p, L), lengths.reshape(b, p)
+
+  def first_symbol_log_probs(self, params, cond):
+    """log-probs of each slot's first decoded symbol (first byte, or for `ar`
+    also the end symbol): cond [b, P, D_dec] -> [b, P, V]."""
+    b, p, d = cond.shape
+    rows = cond.reshape(b * p, d)
+    if self.decoder_mode == 'ar':
+      # Causal: position 0 sees START alone; the blank rest only fixes the
+      # shape (ar_constrain reads the position of the forced end from it).
+      blank = jnp.full((b * p, self.patch_config.max_patch_len), vocab.PAD, jnp.int32)
+      lp = self.ar_decoder_log_probs(params, rows, ar_inputs(blank))[:, 0]
+    else:
+      lp = self._decoder(params, lambda dec, c: dec.first(c), rows)
+    return lp.reshape(b, p, -1)
+
+  # --- parameters and the bound ------------------------------------------------
+
+  def init(self, key, batch):
+    tokens = jnp.asarray(batch['tokens'][:1])
+    patches, pt = patchify(tokens, _entropies(batch, 1), self.patch_config)
+    return self.net.init({'params': key}, pt, patches.lengths, patches.slot_mask)['params']
+
+  def slot_nll(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None):
+    """−log p(patch_i | z) for every slot [b, P] (0 where not masked), and
+    the decoder's teacher-forced hits/valid [b, P, L+1]."""
+    cond = self.denoise(params, patch_tokens, slot_mask & ~masked, slot_mask, dropout_key)
+    lp, hits, valid = self.patch_log_prob(params, cond, patch_tokens, lengths)
+    return jnp.where(masked, -lp, 0.0), hits, valid
+
+  def loss(self, params, batch, key, train: bool = True, t=None):
+    """Mean bound in nats per byte, and metrics ('bpb' over all bytes)."""
+    tokens = jnp.asarray(batch['tokens'])
+    b, n = tokens.shape
+    patches, pt = patchify(tokens, _entropies(batch, b), self.patch_config)
+    t_key, mask_key, dropout_key = jax.random.split(key, 3)
+    if t is None:
+      t = antithetic_times(t_key, b, TRAIN_T_MIN if train else 0.0)
+    masked = mask_slots(mask_key, patches.slot_mask, self.schedule.alpha(t))
+    nll, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked,
+                                     dropout_key if train and self.config.dropout else None)
+    diffusion = self.schedule.weight(t) * jnp.sum(nll, axis=-1)  # 1. [b]
+    filled = jnp.sum(patches.slot_mask, axis=-1)
+    count = -self.count_log_probs(params)[filled]  # 2. [b]
+    overflow = patches.num_overflow_bytes.astype(jnp.float32) * OVERFLOW_NATS_PER_BYTE  # 3. [b]
+    loss = jnp.mean(diffusion + count + overflow) / n
+    byte_acc, patch_acc = accuracies(hits, valid, masked)
+    to_bits = lambda x: x / (n * math.log(2.0))
+    return loss, {
+        'loss': loss, 'bpb': loss / math.log(2.0),
+        'diffusion_bpb': to_bits(jnp.mean(diffusion)), 'count_bpb': to_bits(jnp.mean(count)),
+        'overflow_bpb': to_bits(jnp.mean(overflow)),
+        'mean_patch_bytes': jnp.sum(patches.lengths) / jnp.maximum(jnp.sum(filled), 1),
+        'recon_byte_acc': byte_acc, 'recon_patch_acc': patch_acc,
+    }
+
+  # --- latent-space API -----------------------------------------------------------
+
+  def patchify(self, tokens, entropies=None):
+    """(Patches, patch bytes [b, P, L]) of byte rows with this model's patcher."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    return patchify(tokens, None if entropies is None else jnp.asarray(entropies),
+                    self.patch_config)
+
+  def encode(self, params, tokens, entropies=None, masked=None):
+    """Bytes [b, N] -> (patch latents h [b, P, D_dec], Patches): E then T with
+    the slots in `masked` (bool [b, P], default none) hidden."""
+    patches, pt = self.patchify(tokens, entropies)
+    masked = jnp.zeros_like(patches.slot_mask) if masked is None else masked & patches.slot_mask
+    return self.denoise(params, pt, patches.slot_mask & ~masked, patches.slot_mask), patches
+
+  def decode(self, params, latents, key=None, *, top_p: float = 1.0):
+    """Latents [b, P, D_dec] -> (patch bytes [b, P, L] PAD filler, lengths [b, P]),
+    drawn from D (float64 Gumbel; key=None uses a fixed key)."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    return categorical.run_with_x64(_decode_fn(self, top_p), params, key, latents)
+
+  def reconstruction_accuracy(self, params, tokens, entropies=None, key=None,
+                              mask_rate: float = 0.5):
+    """How well D recovers masked patches from context, decoding greedily:
+    masks each real slot with probability mask_rate; returns byte_acc (over
+    the masked patches' symbols) and patch_acc (whole patches)."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    patches, pt = self.patchify(tokens, entropies)
+    alpha = jnp.full(patches.slot_mask.shape[:1], 1.0 - mask_rate, jnp.float32)
+    masked = mask_slots(key, patches.slot_mask, alpha)
+    _, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked)
+    byte_acc, patch_acc = accuracies(hits, valid, masked)
+    return {'byte_acc': float(byte_acc), 'patch_acc': float(patch_acc)}
+
+  def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
+             prefix=None, suffix=None, num_slots=None, gap_slots=None):
+    """See `bltdiff.latent.sampling.sample`."""
+    return sampling.sample(self, params, key, options, num_samples=num_samples, length=length,
+                           prefix=prefix, suffix=suffix, num_slots=num_slots,
+                           gap_slots=gap_slots)
+
+
+def accuracies(hits, valid, masked):
+  """Decoder accuracy on masked slots: (per symbol, per whole patch). Hits are
+  teacher-forced argmaxes, so a patch with every hit is exactly what greedy
+  decoding from its latent returns."""
+  mvalid = valid & masked[..., None]
+  patch_ok = jnp.all(hits | ~valid, axis=-1) & masked
+  return (jnp.sum(hits & mvalid) / jnp.maximum(jnp.sum(mvalid), 1),
+          jnp.sum(patch_ok) / jnp.maximum(jnp.sum(masked), 1))
+
+
+def _entropies(batch, rows):
+  ent = batch.get('entropies')
+  return None if ent is None else jnp.asarray(ent[:rows], jnp.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_fn(model: LatentMDLM, top_p: float):
+  return jax.jit(lambda params, key, latents: model.propose(params, key, latents, top_p))

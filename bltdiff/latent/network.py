@@ -1,0 +1,136 @@
+"""The latent MDLM network: local encoder E, latent transformer T, local decoder
+D, and the learned distribution p(S) of the number of filled slots.
+
+Shapes: b = batch, P = num_slots (P_max), L = max_patch_len, D = model dim,
+D_dec = decoder dim.
+
+  encode       patch bytes [b, P, L], visible [b, P] -> [b, P, D]; invisible
+               slots (masked or padding) are blanked before E and replaced by a
+               learned mask vector after it, so nothing of them reaches T.
+  contextualize  T over slots (bidirectional, RoPE over slot index, padding
+               slots excluded) -> decoder conditions h [b, P, D_dec]
+  denoise      encode then contextualize: the expensive, time-free call of a step
+  patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P]
+  count_log_probs log p(S) [P + 1]
+The decoder itself (its draws, its first-symbol distribution) is reached by
+`LatentMDLM` through `decoder_apply`.
+"""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bltdiff import layers, vocab
+from bltdiff.latent.local_decoder import (ARDecoder, ParallelDecoder, ar_inputs,
+                                          ar_patch_log_prob, parallel_patch_log_prob)
+from bltdiff.latent.local_encoder import LocalEncoder
+
+DECODER_MODES = ('ar', 'parallel')
+COUNT_LOGIT_SCALE = 32.0  # learning-rate multiplier of p(S)'s logits (see setup)
+
+
+class LatentDenoiser(nn.Module):
+  """E, T and D with the learned p(S). Fields mirror config.model (enc_* the
+  local encoder, dec_* the local decoder) and config.patching (slots, L)."""
+  num_slots: int
+  max_patch_len: int
+  dim: int
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  dropout: float
+  enc_dim: int
+  enc_layers: int
+  enc_heads: int
+  enc_mlp_dim: int
+  pool_queries: int
+  ngram_sizes: Sequence[int]
+  hash_buckets: int
+  dec_dim: int
+  dec_layers: int
+  dec_heads: int
+  dec_mlp_dim: int
+  decoder_mode: str
+  dtype: str
+
+  @classmethod
+  def from_config(cls, model_config, num_slots: int, max_patch_len: int) -> 'LatentDenoiser':
+    fields = ('dim', 'num_layers', 'num_heads', 'mlp_dim', 'dropout', 'enc_dim', 'enc_layers',
+              'enc_heads', 'enc_mlp_dim', 'pool_queries', 'hash_buckets', 'dec_dim',
+              'dec_layers', 'dec_heads', 'dec_mlp_dim', 'decoder_mode', 'dtype')
+    return cls(num_slots=num_slots, max_patch_len=max_patch_len,
+               ngram_sizes=tuple(model_config.ngram_sizes),
+               **{f: model_config[f] for f in fields})
+
+  def setup(self):
+    dtype = jnp.dtype(self.dtype)
+    self.encoder = LocalEncoder(
+        dim=self.enc_dim, num_layers=self.enc_layers, num_heads=self.enc_heads,
+        mlp_dim=self.enc_mlp_dim, out_dim=self.dim, pool_queries=self.pool_queries,
+        ngram_sizes=tuple(self.ngram_sizes), hash_buckets=self.hash_buckets, dtype=dtype)
+    self.mask_vector = self.param('mask_vector', nn.with_logical_partitioning(
+        nn.initializers.normal(1.0), ('embed',)), (self.dim,), jnp.float32)
+    self.latent = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                                     mlp_dim=self.mlp_dim, dtype=dtype, dropout=self.dropout)
+    self.to_decoder = nn.Dense(self.dec_dim, use_bias=False, dtype=dtype,
+                               kernel_init=nn.with_logical_partitioning(
+                                   nn.initializers.lecun_normal(), ('embed', 'mlp')))
+    dec = dict(dim=self.dec_dim, num_layers=self.dec_layers, num_heads=self.dec_heads,
+               mlp_dim=self.dec_mlp_dim, dtype=dtype)
+    if self.decoder_mode == 'ar':
+      self.decoder = ARDecoder(**dec)
+    else:
+      self.decoder = ParallelDecoder(max_patch_len=self.max_patch_len, **dec)
+    # p(S), S = number of filled slots in 0..P_max: one logit per value, scaled
+    # up so that Adam (steps of ~lr per parameter) can move them by tens of
+    # nats within a short run; unscaled, p(S) stays nearly flat and samples
+    # draw far too few or too many patches.
+    self.count_logits = self.param('count_logits', nn.with_logical_partitioning(
+        nn.initializers.zeros, (None,)), (self.num_slots + 1,), jnp.float32)
+
+  def encode(self, patch_tokens, visible):
+    """E: [b, P, L], visible bool [b, P] -> [b, P, D]."""
+    blanked = jnp.where(visible[..., None], patch_tokens, vocab.PAD)
+    enc = self.encoder(blanked)
+    return jnp.where(visible[..., None], enc, self.mask_vector.astype(enc.dtype))
+
+  def contextualize(self, enc, slot_mask, deterministic=True):
+    """T: [b, P, D] -> decoder conditions [b, P, D_dec]. Padding slots
+    (segment 0) neither attend nor are attended to."""
+    segments = slot_mask.astype(jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(enc.shape[1], dtype=jnp.int32), segments.shape)
+    mask = layers.attention_mask(segments, segments, causal=False)
+    h = self.latent(enc, mask, positions, deterministic=deterministic)
+    return self.to_decoder(h)
+
+  def denoise(self, patch_tokens, visible, slot_mask, deterministic=True):
+    """E then T: the expensive, time-free network call of one sampler step."""
+    return self.contextualize(self.encode(patch_tokens, visible), slot_mask, deterministic)
+
+  def patch_log_prob(self, cond, patch_tokens, lengths):
+    """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
+    per-symbol argmax hits and valid mask [b, P, L+1]."""
+    b, p, L = patch_tokens.shape
+    rows = lambda x: x.reshape((b * p,) + x.shape[2:])
+    cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
+    if self.decoder_mode == 'ar':
+      lp, hits, valid = ar_patch_log_prob(self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r)
+    else:
+      lp, hits, valid = parallel_patch_log_prob(self.decoder(cond_r, tok_r, len_r), tok_r, len_r)
+    unrow = lambda x: x.reshape((b, p) + x.shape[1:])
+    return unrow(lp), unrow(hits), unrow(valid)
+
+  def count_log_probs(self):
+    """log p(S) [P + 1]."""
+    return jax.nn.log_softmax(COUNT_LOGIT_SCALE * self.count_logits)
+
+  def decoder_apply(self, fn: Callable, *args):
+    """fn(decoder, *args): a call into D alone (its draws and first-symbol
+    distribution run D step by step, outside this module's own methods)."""
+    return fn(self.decoder, *args)
+
+  def __call__(self, patch_tokens, lengths, slot_mask):
+    cond = self.denoise(patch_tokens, slot_mask, slot_mask)
+    return self.patch_log_prob(cond, patch_tokens, lengths), self.count_log_probs()

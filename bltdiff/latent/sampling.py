@@ -1,0 +1,174 @@
+"""Sampling latent MDLM over patch slots: the registry's samplers through
+`SlotAdapter`, with prompts and infilling.
+
+The sampler state is a dict of patch slots:
+  tokens    int32 [b, P, L]   bytes of visible slots (PAD elsewhere)
+  lengths   int32 [b, P]      their lengths (0 for masked / padding)
+  masked    bool  [b, P]      still to generate
+  slot_mask bool  [b, P]      slots in use (prompt + gap + suffix)
+
+One step = one latent-network call (`denoise`: local encoder + latent
+transformer, the expensive part) and one draw of the local decoder for every
+slot (parallel across patches). The entropy-adaptive sampler ranks masked slots
+by the entropy of the decoder's first symbol (first byte, or end of patch): a
+patch starts at a high-entropy byte, so its first byte carries most of its
+uncertainty. The confidence sampler scores a drawn patch by its whole
+log-probability under the decoder.
+
+Prompts: the given bytes are patched with the run's own patcher (the entropy
+model for entropy modes) and stay visible as slots; generated slots follow. The
+prompt's last patch is taken as complete (the patcher cannot know what follows).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bltdiff import patching, vocab
+from bltdiff.errors import ConfigError
+from bltdiff.sampling import categorical, registry
+from bltdiff.sampling.options import SamplerOptions
+
+
+class SlotAdapter(registry.ModelAdapter):
+  """The sampler's view of latent MDLM (`bltdiff.sampling.registry.Adapter`):
+  a prediction is the decoder conditions [b, P, D_dec], a proposal a drawn
+  patch (bytes [b, P, L], lengths [b, P]) for every slot."""
+
+  def predict(self, st):
+    visible = st['slot_mask'] & ~st['masked']
+    return self.model.denoise(self.params, st['tokens'], visible, st['slot_mask'])
+
+  def propose(self, key, cond, st):
+    return self.model.propose(self.params, key, cond, self.top_p)
+
+  def commit(self, st, proposal, unmask):
+    out, lengths = proposal
+    return dict(st, tokens=jnp.where(unmask[..., None], out, st['tokens']),
+                lengths=jnp.where(unmask, lengths, st['lengths']),
+                masked=st['masked'] & ~unmask)
+
+  def masked(self, st):
+    return st['masked']
+
+  def entropy_scores(self, cond, st):
+    """Entropy (nats) of each slot's first decoded symbol [b, P]."""
+    return categorical.entropy_of(self.model.first_symbol_log_probs(self.params, cond))
+
+  def confidence_scores(self, cond, proposal, st):
+    """log p(drawn patch | its latent) [b, P]."""
+    tokens, lengths = proposal
+    lp, _, _ = self.model.patch_log_prob(self.params, cond, tokens, jnp.maximum(lengths, 1))
+    return lp
+
+
+def initial_state(num_samples: int, num_slots: int, max_patch_len: int, prefix=None,
+                  suffix=None, gap_slots=None):
+  """The numpy state [num_samples, ...] of a template: prefix slots, `gap_slots`
+  masked slots (or, with gap_slots=None, all remaining slots as candidates:
+  the sampler then draws the total count from p(S)), then suffix slots.
+
+  prefix / suffix: (patch bytes [k, L], lengths [k]) or None."""
+  L = max_patch_len
+  tokens = np.full((num_slots, L), vocab.PAD, np.int32)
+  lengths = np.zeros((num_slots,), np.int32)
+  masked = np.zeros((num_slots,), bool)
+  slot_mask = np.zeros((num_slots,), bool)
+  k = 0 if prefix is None else len(prefix[1])
+  m = 0 if suffix is None else len(suffix[1])
+  gap = num_slots - k - m if gap_slots is None else gap_slots
+  if gap <= 0 or k + gap + m > num_slots:
+    raise ConfigError(f'prompt: {k} prompt and {m} suffix patches leave no room for a gap of '
+                      f'{gap} slots among the {num_slots} slots (patching.num_slots)')
+  if k:
+    tokens[:k], lengths[:k] = prefix
+  if m:
+    tokens[k + gap:k + gap + m], lengths[k + gap:k + gap + m] = suffix
+  masked[k:k + gap] = True
+  slot_mask[:k + gap + m] = True
+  tile = lambda x: np.broadcast_to(x, (num_samples,) + x.shape).copy()
+  return dict(tokens=tile(tokens), lengths=tile(lengths), masked=tile(masked),
+              slot_mask=tile(slot_mask))
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_sampler(model, options: SamplerOptions, draw_count: bool):
+  """A jitted (params, key, state) -> (state, SamplerStats). With draw_count,
+  the number of generated slots comes from p(S) (conditioned on leaving at least
+  one slot after the prompt); otherwise the template's gap is used as given."""
+  P = model.patch_config.num_slots
+
+  @jax.jit
+  def run(params, key, state):
+    count_key, key = jax.random.split(key)
+    if draw_count:
+      # p(S | S > prompt slots): the prompt already fills the first k slots.
+      k = jnp.sum(state['slot_mask'] & ~state['masked'], axis=-1)
+      allowed = jnp.arange(P + 1)[None, :] > k[:, None]
+      lp = jnp.where(allowed, model.count_log_probs(params)[None, :], -jnp.inf)
+      count = categorical.gumbel_argmax(count_key, lp)
+      in_use = jnp.arange(P)[None, :] < count[:, None]
+      state = dict(state, masked=state['masked'] & in_use, slot_mask=state['slot_mask'] & in_use)
+    return registry.run(SlotAdapter(model, params, options.top_p), key, state, options)
+
+  return run
+
+
+def slots_to_tokens(state, length: int):
+  """Final state -> byte rows [b, length] (PAD after each row's bytes) and the
+  number of bytes of each row [b]. Bytes past `length` are cut."""
+  lengths = jnp.where(state['slot_mask'], state['lengths'], 0)
+  tokens = patching.unpatch_bytes(state['tokens'], lengths, length)
+  totals = jnp.minimum(jnp.sum(lengths, -1), length)
+  tokens = jnp.where(jnp.arange(length)[None, :] < totals[:, None], tokens, vocab.PAD)
+  return np.asarray(tokens), np.asarray(totals)
+
+
+def prompt_patches(model, data):
+  """Byte array [n] -> (patch bytes [k, L], lengths [k]) with the model's
+  patcher, or None. Entropy modes score the bytes with model.entropy_fn."""
+  if data is None or len(data) == 0:
+    return None
+  data = np.asarray(data, np.int32)
+  entropies = None
+  if model.patch_config.mode in patching.ENTROPY_MODES:
+    if model.entropy_fn is None:
+      raise ConfigError('patching.entropy_model: prompts need the entropy model of the run')
+    entropies = model.entropy_fn([bytes(data.astype(np.uint8).tolist())])[0][None]
+  patches, pt = model.patchify(data[None], entropies)
+  k = int(patches.num_patches[0])
+  if int(patches.num_overflow_bytes[0]) or k >= model.patch_config.num_slots:
+    raise ConfigError(f'prompt: {len(data)} bytes make {k} patches, too many for '
+                      f'patching.num_slots={model.patch_config.num_slots}')
+  return np.asarray(pt[0, :k]), np.asarray(patches.lengths[0, :k])
+
+
+def sample(model, params, key, options: SamplerOptions, *, num_samples: int, length: int,
+           prefix=None, suffix=None, num_slots=None, gap_slots=None):
+  """Draws byte rows [num_samples, length] (BOUNDARY allowed; PAD after each
+  row's generated bytes) and stats (latent_calls, steps, proposals, row_bytes).
+
+  prefix / suffix: byte arrays kept visible (patched like the training data).
+  The number of slots to generate is drawn from the learned p(S) given the
+  prompt, unless gap_slots (or num_slots, the total) fixes it."""
+  if options.sampler not in model.samplers:
+    raise ConfigError(f'sample.sampler: latent_mdlm has samplers {model.samplers}, '
+                      f'got {options.sampler!r}')
+  P, L = model.patch_config.num_slots, model.patch_config.max_patch_len
+  prefix_patches = prompt_patches(model, prefix)
+  suffix_patches = prompt_patches(model, suffix)
+  k = 0 if prefix_patches is None else len(prefix_patches[1])
+  if gap_slots is None and num_slots is not None:
+    gap_slots = int(num_slots) - k
+  if suffix_patches is not None and gap_slots is None:
+    raise ConfigError('--gap: infilling needs the gap size (bytes or slots)')
+  state = initial_state(num_samples, P, L, prefix_patches, suffix_patches, gap_slots)
+  run = compiled_sampler(model, options, gap_slots is None)
+  state, stats = categorical.run_with_x64(run, params, key, jax.tree.map(jnp.asarray, state))
+  tokens, totals = slots_to_tokens(state, length)
+  return tokens, {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
+                  'proposals': int(stats.proposals), 'mean_bytes': float(totals.mean()),
+                  'row_bytes': totals.tolist(),
+                  'mean_patches': float(np.mean(np.sum(np.asarray(state['slot_mask']), -1)))}

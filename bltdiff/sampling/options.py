@@ -1,0 +1,74 @@
+"""Every sampler option in one dataclass, with its default and its help text.
+
+The sampling command's flags (`bltdiff.sample_flags`) and config.sample are
+read through it, so an option is declared once. Which options a sampler reads
+is said in `bltdiff.sampling.registry.SAMPLERS`.
+"""
+
+import dataclasses
+from typing import Any
+
+from bltdiff.errors import ConfigError
+
+
+def _option(default, help_text: str):
+  return dataclasses.field(default=default, metadata={'help': help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerOptions:
+  """How to sample. Frozen (hashable): one compiled sampler per distinct value."""
+  sampler: str = _option('cached', 'Sampler: see bltdiff.sampling.registry.SAMPLERS.')
+  steps: int = _option(64, 'Denoising steps (ancestral, cached); the cap of adaptive '
+                       'samplers when max_steps is 0.')
+  top_p: float = _option(1.0, 'Nucleus sampling mass in (0, 1].')
+  adaptive_alpha: float = _option(1.0, 'adaptive: steps per nat of estimated entropy.')
+  min_steps: int = _option(1, 'adaptive, confidence: fewest steps.')
+  max_steps: int = _option(0, 'adaptive, confidence: most steps (0 = steps).')
+  confidence_threshold: float = _option(0.9, 'confidence: reveal units whose proposal '
+                                        'is more probable than this.')
+
+  @property
+  def step_cap(self) -> int:
+    """The most steps a data-dependent sampler may take."""
+    return self.max_steps or self.steps
+
+  @classmethod
+  def from_config(cls, sample_config: Any, overrides: dict | None = None) -> 'SamplerOptions':
+    """From config.sample (fields it lacks keep their defaults), then the
+    non-None overrides (command-line flags)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = {n: sample_config[n] for n in names if n in sample_config}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return cls(**values)
+
+  def check(self, where: str = 'sample.'):
+    """Raises ConfigError naming the first bad option as `{where}{name}`."""
+    positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+    if not positive(self.steps):
+      raise ConfigError(f'{where}steps: must be a positive integer, got {self.steps!r}')
+    if not 0.0 < self.top_p <= 1.0:
+      raise ConfigError(f'{where}top_p: must be in (0, 1], got {self.top_p}')
+    if not positive(self.min_steps):
+      raise ConfigError(f'{where}min_steps: must be a positive integer, got {self.min_steps!r}')
+    if not (isinstance(self.max_steps, int) and self.max_steps >= 0):
+      raise ConfigError(f'{where}max_steps: must be a non-negative integer, got '
+                        f'{self.max_steps!r}')
+    if self.min_steps > self.step_cap:
+      raise ConfigError(f'{where}min_steps: {self.min_steps} exceeds the step cap '
+                        f'{self.step_cap} (max_steps, or steps)')
+    if not self.adaptive_alpha >= 0.0:
+      raise ConfigError(f'{where}adaptive_alpha: must be non-negative, got '
+                        f'{self.adaptive_alpha}')
+    if not 0.0 < self.confidence_threshold < 1.0:
+      raise ConfigError(f'{where}confidence_threshold: must be in (0, 1), got '
+                        f'{self.confidence_threshold}')
+
+
+def option_help() -> dict[str, str]:
+  """name -> help text of every option (for the command's flags)."""
+  return {f.name: f.metadata['help'] for f in dataclasses.fields(SamplerOptions)}
+
+
+def option_defaults() -> dict[str, Any]:
+  return {f.name: f.default for f in dataclasses.fields(SamplerOptions)}

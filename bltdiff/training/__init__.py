@@ -1,0 +1,13 @@
+"""Training: config in, checkpoints, metrics and samples out.
+
+  optimizer       AdamW with warmup + cosine decay and clipping (+ accumulation)
+  state           TrainState, its shardings, initialisation, `setup` of a run
+  steps           loss_fn / train_step / eval_step (jitted under the mesh)
+  evaluation      validation bits per byte
+  samples         the periodic samples of a training run
+  mfu             peak FLOP/s per device and model FLOPs utilisation
+  metric_logging  TensorBoard events and metrics.jsonl
+  checkpointing   orbax: train state and data iterator together
+  restore         trained runs loaded for inference (models, entropy models)
+  loop            train_and_evaluate
+"""

@@ -1,0 +1,86 @@
+"""The train state, its shardings, and what train, eval and sample share: `setup`."""
+
+from typing import Any, NamedTuple
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from bltdiff import config_checks, sharding
+from bltdiff.models import registry
+from bltdiff.training import optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 []
+  params: Any
+  opt_state: Any
+  rng: jax.Array  # uint32 [2], the key the next step splits
+
+
+def example_batch(config, batch_size: int = 1) -> dict:
+  """Zeros shaped like a data batch: what `model.init` traces."""
+  batch = {'tokens': np.zeros((batch_size, config.data.seq_len), np.int32)}
+  if config.data.use_entropies:
+    batch['entropies'] = np.zeros((batch_size, config.data.seq_len), np.float32)
+  return batch
+
+
+def abstract_params(model, config):
+  """Parameter shapes (with logical-partitioning boxes), traced, not allocated."""
+  return jax.eval_shape(model.init, jax.random.PRNGKey(0), example_batch(config))
+
+
+def state_shardings(model, tx, config, mesh):
+  """(abstract TrainState with shardings, TrainState of NamedShardings)."""
+  boxed = abstract_params(model, config)
+  param_sh = sharding.logical_shardings(boxed, mesh)
+  params = nn.unbox(boxed)
+  opt_abstract = jax.eval_shape(tx.init, params)
+  # Optimizer moments are laid out like the parameters they track.
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, param_sh,
+                                 transform_non_params=lambda _: sharding.replicated(mesh))
+  shardings = TrainState(step=sharding.replicated(mesh), params=param_sh, opt_state=opt_sh,
+                         rng=sharding.replicated(mesh))
+  abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
+                        opt_state=opt_abstract, rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  return abstract, shardings
+
+
+def create_train_state(model, tx, config, mesh, shardings):
+  """Initializes parameters directly into their shardings (never whole on one device)."""
+
+  def init(key):
+    init_key, rng = jax.random.split(key)
+    params = nn.unbox(model.init(init_key, example_batch(config)))
+    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=rng)
+
+  with sharding.activate(mesh):
+    return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(config.seed))
+
+
+class RunSetup(NamedTuple):
+  mesh: Any
+  model: Any
+  tx: Any
+  lr_schedule: Any
+  abstract_state: TrainState  # shapes and shardings of the train state
+  shardings: TrainState
+
+
+def setup(config) -> RunSetup:
+  """Mesh, model, optimizer and state shardings of a run. Validates the config
+  against the mesh (the batch must split over the data-parallel devices)."""
+  mesh = sharding.make_mesh(config.mesh)
+  config_checks.validate(config, num_batch_shards=mesh.shape['data'] * mesh.shape['fsdp'])
+  model = registry.get_model(config)
+  tx, lr = optimizer.make_optimizer(config.train)
+  abstract, shardings = state_shardings(model, tx, config, mesh)
+  return RunSetup(mesh, model, tx, lr, abstract, shardings)

@@ -1,0 +1,1 @@
+"""Run configs (each a short delta over `configs.common`) and their shared helpers."""

@@ -1,0 +1,130 @@
+"""Shared pieces of run configs, big_vision style: every run config is a short
+delta over these. Defaults live here and only here; the code reads config
+fields without fallbacks, so a field missing from a config is an error, not a
+silent default. Tests and benchmarks build their configs from these helpers too.
+
+  run(model=..., data=..., train=..., ...)      a whole run config
+  data_config / train_config / sample_config / mesh_config   sections every run has
+  byte_model(kind) / latent_model()             model sections
+  patching_config()                             BLT patching of latent MDLM
+  entropy_model_run(data)                       the small byte AR that scores entropies
+"""
+
+import dataclasses
+
+import ml_collections
+
+from bltdiff.sampling.options import SamplerOptions
+from data_prep import sources, writer
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  """Where the bytes come from (data_prep.prepare) and how they are packed."""
+  c = dict(
+      source='builtin',  # builtin | text | openwebtext | wikitext103 | lm1b | text8
+      paths='',  # text/text8: comma-separated files, dirs or globs
+      data_files='',  # openwebtext/wikitext103: local parquet/JSONL (empty = HF hub)
+      prepared_dir='',  # shards prepared beforehand; empty = prepare into WORKDIR/data
+      seq_len=256,  # bytes per training row
+      validation_fraction=0.05,
+      builtin_max_bytes=sources.DEFAULT_BUILTIN_MAX_BYTES,
+      doc_bytes=sources.DEFAULT_DOC_BYTES,  # longer documents are cut
+      shard_bytes=writer.DEFAULT_SHARD_BYTES,
+      use_entropies=False,  # read per-byte entropies beside the bytes (latent chain sets it)
+      num_workers=0,  # grain worker processes (0 = in-process; fastest on 2 cores)
+      read_threads=0)
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+  """Optimizer (AdamW, warmup + cosine) and the loop's cadence."""
+  c = dict(
+      batch_size=16, num_steps=400, learning_rate=2e-3, warmup_steps=40,
+      final_lr_fraction=0.1, weight_decay=0.01, b1=0.9, b2=0.99, grad_clip=1.0,
+      grad_accum_steps=1,
+      log_every=50, eval_every=200, eval_batches=8,
+      eval_t_samples=4,  # draws of t per eval batch (the bound is Monte Carlo)
+      sample_every=200, checkpoint_every=200, keep_checkpoints=2,
+      peak_flops_per_device=0.0)  # 0 = from the device kind (bltdiff.training.mfu)
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def sample_config(**overrides) -> ml_collections.ConfigDict:
+  """Sampler options (bltdiff.sampling.options.SamplerOptions, whose defaults
+  these are) plus how many samples and the semi-autoregressive block."""
+  c = dict(dataclasses.asdict(SamplerOptions()), num_samples=4,
+           block_length=0)  # 0 = half the context, for --total_length
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def mesh_config(**overrides) -> ml_collections.ConfigDict:
+  """Device mesh axes (bltdiff.sharding); -1 = all remaining devices."""
+  c = dict(data=-1, fsdp=1, tensor=1)
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def byte_model(kind: str, **overrides) -> ml_collections.ConfigDict:
+  """A byte-level transformer: byte_mdlm (bidirectional, MDLM loss) or byte_ar."""
+  c = dict(kind=kind, dim=128, num_layers=4, num_heads=4, mlp_dim=384, dropout=0.0,
+           dtype='float32',
+           schedule='loglinear', schedule_eps=0.0,  # byte_mdlm: α(t) (bltdiff.schedules)
+           attention_window=0)  # byte_ar: > 0 bounds the context (entropy models)
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def latent_model(**overrides) -> ml_collections.ConfigDict:
+  """Latent MDLM: the latent transformer (dim, num_layers, num_heads,
+  mlp_dim) over patch slots, enc_* the local encoder, dec_* the local decoder."""
+  c = dict(
+      kind='latent_mdlm', dim=128, num_layers=4, num_heads=4, mlp_dim=384, dropout=0.0,
+      enc_dim=64, enc_layers=1, enc_heads=2, enc_mlp_dim=192, pool_queries=2,
+      ngram_sizes=(3, 4, 5, 6, 7, 8), hash_buckets=4096,
+      dec_dim=64, dec_layers=1, dec_heads=2, dec_mlp_dim=192,
+      decoder_mode='ar',  # 'ar' (byte by byte) or 'parallel' (first byte + length, then all)
+      schedule='loglinear', schedule_eps=0.0, dtype='float32')
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def patching_config(**overrides) -> ml_collections.ConfigDict:
+  """BLT entropy patching (bltdiff.patching); the threshold is calibrated on
+  the train split to calibrate_target_mean bytes per patch (0 = keep it).
+  num_slots = P_max: patches that do not fit are paid for as overflow bytes."""
+  c = dict(mode='entropy', threshold=1.5, monotonic_threshold=0.0, reset_on_newline=False,
+           static_size=4, max_patch_len=8, num_slots=80,
+           entropy_model='',  # a trained byte_ar workdir; empty = train config.entropy_model
+           calibrate_target_mean=4.5, calibrate_bytes=1 << 19)
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def run(*, model, data, train, sample=None, mesh=None, seed: int = 0,
+        **sections) -> ml_collections.ConfigDict:
+  """A whole run config; extra sections (patching, entropy_model) as given."""
+  c = ml_collections.ConfigDict()
+  c.seed = seed
+  c.model, c.data, c.train = model, data, train
+  c.sample = sample if sample is not None else sample_config()
+  c.mesh = mesh if mesh is not None else mesh_config()
+  for name, section in sections.items():
+    c[name] = section
+  return c
+
+
+def entropy_model_run(data, seq_len: int = 128, **model_overrides):
+  """The BLT entropy model: a small causal byte transformer on the same data.
+  Entropies only need a rough next-byte distribution, so it trains in a
+  minute or two at demo size."""
+  return run(
+      model=byte_model('byte_ar', **dict(dict(dim=64, num_layers=2, num_heads=4, mlp_dim=192),
+                                         **model_overrides)),
+      data=data_config(**dict(data.to_dict(), seq_len=seq_len, use_entropies=False)),
+      train=train_config(batch_size=32, num_steps=200, learning_rate=3e-3, warmup_steps=20,
+                  eval_every=200, eval_batches=4, eval_t_samples=1, sample_every=10_000,
+                  checkpoint_every=200, keep_checkpoints=1),
+      sample=sample_config(steps=1, num_samples=1))
