@@ -20,10 +20,16 @@ Over the set of generations (references unused):
       text, and word-level distinct-n is the measure the story-generation
       literature reports. 0 when there are no n-grams.
   self_bleu   mean over generations i of BLEU(generation i; references = all
-      other generations), `sacrebleu` 2.6.0 sentence_bleu defaults (4-gram,
-      'exp' smoothing, '13a' tokenizer, case-sensitive, effective order), in
-      [0, 1]; high = generations alike (low diversity). 0 for fewer than two
-      generations. Quadratic in the number of generations.
+      other generations), in [0, 1]; high = generations alike (low
+      diversity); 0 for fewer than two generations. Exactly the mean of
+      `sacrebleu` 2.6.0 `sentence_bleu(g_i, others)` with its defaults (4-gram,
+      'exp' smoothing, '13a' tokenizer, case-sensitive, effective order), but
+      from sacrebleu's parts (its tokenizer, n-gram extraction and
+      BLEU.compute_bleu) with the multi-reference clipping done once for all:
+      an n-gram's count in "the others" is the largest count among the other
+      generations, i.e. the largest or, for its owner, the second largest. So
+      it costs one pass over the n-grams instead of N sentence_bleu calls on
+      N - 1 references each (300 generations of 150 words: 83 s that way).
   repeat_8gram   `bltdiff.sample_quality.repeated_ngram_fraction` over the
       generations' bytes: byte 8-grams that already occurred in the same
       generation / all byte 8-grams.
@@ -34,8 +40,9 @@ Over the set of generations (references unused):
 from typing import Sequence
 
 import numpy as np
-import sacrebleu
 from rouge_score import rouge_scorer
+from sacrebleu.metrics.bleu import BLEU
+from sacrebleu.metrics.helpers import extract_all_word_ngrams
 
 from bltdiff.sample_quality import repeated_ngram_fraction
 
@@ -75,10 +82,35 @@ def distinct_n(generations: Sequence[Text], n: int) -> float:
 
 def self_bleu(generations: Sequence[Text]) -> float:
   """Mean BLEU of each generation against all the others (module docstring), in [0, 1]."""
-  texts = [as_text(g) for g in generations]
-  if len(texts) < 2:
+  if len(generations) < 2:
     return 0.0
-  scores = [sacrebleu.sentence_bleu(texts[i], texts[:i] + texts[i + 1:]).score for i in range(len(texts))]
+  bleu = BLEU(smooth_method='exp', effective_order=True)  # sacrebleu.sentence_bleu's settings
+  order = bleu.max_ngram_order
+  counts, lengths = [], []
+  for gen in generations:  # as BLEU preprocesses a segment: rstrip, then its tokenizer
+    grams, length = extract_all_word_ngrams(bleu.tokenizer(as_text(gen).rstrip()), 1, order)
+    counts.append(grams)
+    lengths.append(length)
+  largest, owner, second = {}, {}, {}  # per n-gram: the two largest counts, and who has the largest
+  for i, grams in enumerate(counts):
+    for gram, c in grams.items():
+      if c > largest.get(gram, 0):
+        second[gram], largest[gram], owner[gram] = largest.get(gram, 0), c, i
+      elif c > second.get(gram, 0):
+        second[gram] = c
+  lengths = np.asarray(lengths)
+  scores = []
+  for i, grams in enumerate(counts):
+    correct, total = [0] * order, [0] * order
+    for gram, c in grams.items():
+      total[len(gram) - 1] += c
+      correct[len(gram) - 1] += min(c, second[gram] if owner[gram] == i else largest[gram])
+    others = np.delete(lengths, i)  # closest reference length; on a tie the shorter, as sacrebleu
+    gap = np.abs(others - lengths[i])
+    ref_len = int(others[gap == gap.min()].min())
+    scores.append(BLEU.compute_bleu(correct, total, int(lengths[i]), ref_len, smooth_method=bleu.smooth_method,
+                                    smooth_value=bleu.smooth_value, effective_order=bleu.effective_order,
+                                    max_ngram_order=order).score)
   return float(np.mean(scores)) / 100.0
 
 

@@ -1,6 +1,7 @@
 """Task metrics against values computed by hand on tiny strings (the computation
 is written out beside each value)."""
 
+import numpy as np
 import pytest
 
 from bltdiff import task_metrics as tm
@@ -58,6 +59,17 @@ def test_self_bleu_by_hand():
   assert tm.self_bleu(['a b c d', 'a b c e', 'w x y z']) == pytest.approx(2 * two / 3)
   assert tm.self_bleu(['same words here', 'same words here']) == pytest.approx(1.0)
   assert tm.self_bleu(['alone']) == 0.0
+
+
+def test_self_bleu_equals_sacrebleu_sentence_bleu_against_the_others():
+  """The one-pass computation gives sacrebleu's own sentence_bleu(g_i, others), averaged."""
+  import sacrebleu
+  rng = np.random.default_rng(0)
+  words = ['a', 'b', 'c', 'd', 'the', 'cat.', 'Cat', '"hi,"', '(x)']  # few words: many shared, repeated n-grams
+  gens = [' '.join(rng.choice(words, rng.integers(0, 14))) for _ in range(25)] + ['a b c d', 'a b c d', '']
+  naive = np.mean([sacrebleu.sentence_bleu(g, gens[:i] + gens[i + 1:]).score for i, g in enumerate(gens)]) / 100
+  assert 0.05 < naive < 0.95
+  assert tm.self_bleu(gens) == pytest.approx(naive, abs=1e-12)
 
 
 def test_task_metrics_by_hand():
