@@ -1,8 +1,9 @@
 """Task metrics of conditional generation: summarization, story continuation, conditional text.
 
 `task_metrics(pairs)` scores (generation, reference) pairs and returns a dict;
-texts are str or bytes (bytes are decoded as UTF-8, invalid bytes as U+FFFD,
-for the text metrics; the byte metrics read the UTF-8 bytes).
+texts are str or bytes (a byte model's output). The text metrics decode bytes
+as UTF-8 (invalid bytes as U+FFFD); the byte metrics read bytes as they are
+and str as UTF-8.
 
 Against the references (mean over pairs, F-measures in [0, 1], not x100):
   rouge1, rouge2, rougeL, rougeLsum   `rouge-score` 0.1.2, RougeScorer with
