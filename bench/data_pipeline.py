@@ -20,7 +20,6 @@ import report  # bench/report.py: BENCHMARKS.md from the JSON files
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 from absl import app  # noqa: E402
 
 from bltdiff.data import pipeline  # noqa: E402

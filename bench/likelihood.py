@@ -155,15 +155,15 @@ def train_systems(scale: float, workdir: str):
   costs = [step_flops_and_params(c) for _, _, c in systems]
   budget = costs[0][0] * BASE_STEPS * scale
   rows, runs, shared = [], {}, {}
-  for (system, mode, config), (flops, params) in zip(systems, costs):
+  for (system, mode, config), (step_flops, params) in zip(systems, costs):
     name = system + (f'_{mode}' if mode else '')
-    steps = max(1, round(budget / flops))
+    steps = max(1, round(budget / step_flops))
     if shared:  # later systems read the first run's shards (same split) and entropy model
       with config.unlocked():
         config.data.prepared_dir = shared['prepared_dir']
         if 'patching' in config:
           config.patching.entropy_model = shared['entropy_model']
-    print(f'== {name}: {flops:.3e} FLOPs/step x {steps} steps, {params / 1e6:.2f}M params',
+    print(f'== {name}: {step_flops:.3e} FLOPs/step x {steps} steps, {params / 1e6:.2f}M params',
           flush=True)
     runs[name] = str(work / name)
     metrics, train_s, eval_s = run_system(name, config, runs[name], steps)
@@ -174,9 +174,9 @@ def train_systems(scale: float, workdir: str):
                     threshold=saved.patching.threshold)
     rows.append(dict(
         system=system, decoder_mode=mode or None, bpb=metrics['eval_bpb'],
-        train_flops=flops * steps, params=params,
+        train_flops=step_flops * steps, params=params,
         mean_patch_bytes=metrics.get('eval_mean_patch_bytes', 1.0),
-        steps=steps, flops_per_step=flops, train_seconds=round(train_s, 1),
+        steps=steps, flops_per_step=step_flops, train_seconds=round(train_s, 1),
         eval_seconds=round(eval_s, 1),
         **({k: metrics[f'eval_{k}'] for k in ('diffusion_bpb', 'count_bpb', 'overflow_bpb',
                                               'recon_byte_acc', 'recon_patch_acc')}

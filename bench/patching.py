@@ -23,7 +23,6 @@ undertrained; pass a properly trained one for representative boundaries.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -34,8 +34,6 @@ sys.path.insert(0, str(REPO / 'bench'))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 
 import likelihood  # noqa: E402  (bench/likelihood.py: configs, budget, trainer runs)
 import report  # noqa: E402

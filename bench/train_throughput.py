@@ -31,7 +31,6 @@ latent transformer. Lower --batch_per_device if it does not fit.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path

@@ -20,7 +20,6 @@ large sentinel that forces a patch start in every entropy mode.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any, Callable, Sequence
 

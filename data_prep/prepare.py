@@ -1,4 +1,4 @@
-r"""The data-preparation command: text -> ArrayRecord shards (+ optional entropies).
+r"""The data-preparation command: text or (source, target) pairs -> ArrayRecord shards.
 
   python -m data_prep.prepare --source=builtin --out=/tmp/data
   python -m data_prep.prepare --source=text --paths='books/*.txt,more/' --out=DIR
@@ -7,8 +7,14 @@ r"""The data-preparation command: text -> ArrayRecord shards (+ optional entropi
   python -m data_prep.prepare --source=text8 --paths=text8.zip --out=DIR
   python -m data_prep.prepare ... --entropy_model=WORKDIR   # store per-byte entropies
 
+Pairs (--format=pairs; one record = one (source, target) pair):
+  python -m data_prep.prepare --format=pairs --source=cnn_dailymail --out=DIR     # TFDS
+  python -m data_prep.prepare --format=pairs --source=xsum --source_split=test --validation_fraction=1 --out=DIR
+  python -m data_prep.prepare --format=pairs --source=writingprompts --data_files=wp.parquet --out=DIR
+  python -m data_prep.prepare --format=pairs --source=builtin --passage_bytes=256 --out=DIR  # passage -> next
+
 The writer (split rule, shards, resume) is `data_prep.writer`; documents come
-from `data_prep.sources`. This module only adds the command line and, for
+from `data_prep.sources`, pairs from `data_prep.pair_sources`. This module only adds the command line and, for
 --entropy_model, loads bltdiff's entropy model (the writer itself never imports
 bltdiff's models, so the training code can call it without an import cycle).
 """
@@ -18,33 +24,42 @@ import sys
 
 from absl import app, flags
 
+from data_prep import manifest as mf
+from data_prep import pair_sources
 from data_prep import sources
 from data_prep.errors import DataError
 from data_prep.writer import DEFAULT_SHARD_BYTES, EntropyFn, prepare
 
 
 def load_entropy_fn(workdir: str) -> EntropyFn:
-  """The trained entropy model in `workdir` as an EntropyFn (bltdiff.entropy)."""
-  try:
-    from bltdiff import entropy  # another module's job; imported only when asked for
-  except ImportError as e:
-    raise DataError(f'--entropy_model needs bltdiff.entropy ({e})') from None
+  """The trained entropy model in `workdir` as an EntropyFn."""
+  from bltdiff.training import restore  # the trainer's loader; JAX only when asked for
   if not os.path.isdir(workdir):
     raise DataError(f'{workdir}: entropy model workdir not found')
-  return entropy.load_entropy_fn(workdir)
+  return restore.load_entropy_fn(workdir)
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum('source', 'builtin', list(sources.SOURCES), 'Where documents come from.')
+flags.DEFINE_enum('format', 'text', list(mf.FORMATS),
+                  'text: one record = one document. pairs: one record = one (source, target) pair.')
+flags.DEFINE_enum('source', 'builtin', list(sources.SOURCES) + list(pair_sources.PAIR_SOURCES),
+                  'Where the data comes from. Text sources: ' + ', '.join(sources.SOURCES) + '; with --format=pairs '
+                  'they give passage -> next passage pairs. Pair datasets (--format=pairs only): '
+                  + ', '.join(pair_sources.PAIR_SOURCES) + '.')
 flags.DEFINE_string('out', None, 'Output directory for shards and manifest.json.')
 flags.DEFINE_string('paths', '', 'Comma-separated files / dirs / globs (text), or the zip (text8).')
-flags.DEFINE_string('data_files', '', 'Local parquet / JSONL files with a `text` column (openwebtext, wikitext103); empty = HF hub.')
-flags.DEFINE_float('validation_fraction', 0.05, 'Fraction of documents held out (every 1/f-th document).')
+flags.DEFINE_string('data_files', '', 'Local parquet / JSONL files instead of the HF hub / TFDS: a `text` column '
+                    '(openwebtext, wikitext103); article/highlights (cnn_dailymail), document/summary (xsum), '
+                    'prompt/story (writingprompts).')
+flags.DEFINE_float('validation_fraction', 0.05, 'Fraction of units held out (every 1/f-th document or pair; '
+                   '1 = all, for an evaluation-only directory).')
+flags.DEFINE_integer('passage_bytes', pair_sources.DEFAULT_PASSAGE_BYTES,
+                     'Passage size of passage -> next passage pairs (--format=pairs with a text source).')
 flags.DEFINE_integer('shard_bytes', DEFAULT_SHARD_BYTES, 'Target bytes per shard.')
 flags.DEFINE_integer('doc_bytes', sources.DEFAULT_DOC_BYTES, 'Cut documents longer than this (0 = never).')
 flags.DEFINE_integer('builtin_max_bytes', sources.DEFAULT_BUILTIN_MAX_BYTES, 'Size cap of the builtin corpus.')
 flags.DEFINE_string('source_split', 'train', 'Split of the hub / TFDS dataset to read.')
-flags.DEFINE_string('tfds_data_dir', None, 'TFDS data_dir (lm1b).')
+flags.DEFINE_string('tfds_data_dir', None, 'TFDS data_dir (lm1b, cnn_dailymail).')
 flags.DEFINE_string('entropy_model', '', 'Workdir of a trained entropy model: store per-byte entropies.')
 
 
@@ -53,8 +68,11 @@ def main(argv):
   if not FLAGS.out:
     raise app.UsageError('--out is required')
   try:
+    if FLAGS.entropy_model and FLAGS.format != 'text':  # before loading the model, not after
+      raise DataError('--entropy_model: entropies are stored for text only, not for pairs')
     entropy_fn = load_entropy_fn(FLAGS.entropy_model) if FLAGS.entropy_model else None
-    manifest = prepare(FLAGS.source, FLAGS.out, paths=FLAGS.paths, data_files=FLAGS.data_files,
+    manifest = prepare(FLAGS.source, FLAGS.out, data_format=FLAGS.format, paths=FLAGS.paths,
+                       data_files=FLAGS.data_files, passage_bytes=FLAGS.passage_bytes,
                        validation_fraction=FLAGS.validation_fraction, shard_bytes=FLAGS.shard_bytes,
                        doc_bytes=FLAGS.doc_bytes, builtin_max_bytes=FLAGS.builtin_max_bytes,
                        source_split=FLAGS.source_split, tfds_data_dir=FLAGS.tfds_data_dir,
@@ -62,8 +80,9 @@ def main(argv):
   except DataError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  noun = mf.count_key(FLAGS.format)
   for split, s in manifest['splits'].items():
-    print(f'{split}: {s["documents"]} documents, {s["bytes"]} bytes, {len(s["shards"])} shards')
+    print(f'{split}: {s[noun]} {noun}, {s["bytes"]} bytes, {len(s["shards"])} shards')
 
 
 if __name__ == '__main__':

@@ -25,10 +25,8 @@ lm1b) read the same loaders from local files in tests:
 """
 
 import glob
-import io
 import os
 import re
-import sys
 import sysconfig
 import zipfile
 from pathlib import Path
@@ -41,14 +39,22 @@ DEFAULT_BUILTIN_MAX_BYTES = 4 << 20
 SOURCES = ('text', 'builtin', 'openwebtext', 'wikitext103', 'lm1b', 'text8')
 
 
+def last_separator(doc: bytes, seps: bytes, start: int, end: int) -> int:
+  """Index of the last byte of doc[start:end] that is one of the bytes `seps`; -1 if none."""
+  return max(doc.rfind(seps[i:i + 1], start, end) for i in range(len(seps)))
+
+
 def split_document(doc: bytes, doc_bytes: int, sep: bytes = b'\n') -> Iterator[bytes]:
-  """Cuts one document by the module's splitting rule; yields >= 1 piece (b'' -> b'')."""
+  """Cuts one document by the module's splitting rule; yields >= 1 piece (b'' -> b'').
+
+  sep: the separator byte, or several (a cut may follow any of them).
+  """
   if doc_bytes <= 0 or len(doc) <= doc_bytes:
     yield doc
     return
   start = 0
   while len(doc) - start > doc_bytes:
-    cut = doc.rfind(sep, start + doc_bytes // 2, start + doc_bytes)
+    cut = last_separator(doc, sep, start + doc_bytes // 2, start + doc_bytes)
     end = cut + 1 if cut >= 0 else start + doc_bytes
     yield doc[start:end]
     start = end
@@ -60,7 +66,8 @@ def split_documents(docs: Iterable[bytes], doc_bytes: int, sep: bytes = b'\n') -
     yield from split_document(doc, doc_bytes, sep)
 
 
-def _comma_list(paths: str | Sequence[str]) -> list[str]:
+def comma_list(paths: str | Sequence[str]) -> list[str]:
+  """'a, b,,c' or ['a', ' b'] -> ['a', 'b', 'c'] (blank entries dropped)."""
   if isinstance(paths, str):
     paths = paths.split(',')
   return [p.strip() for p in paths if p and p.strip()]
@@ -80,7 +87,7 @@ def _walk_files(directory: Path) -> list[Path]:
 
 def expand_paths(paths: str | Sequence[str]) -> list[Path]:
   """Comma-separated files / directories (recursive) / globs -> sorted unique files."""
-  specs = _comma_list(paths)
+  specs = comma_list(paths)
   if not specs:
     raise DataError('no input paths given (--paths=FILE,DIR,GLOB)')
   files: list[Path] = []
@@ -155,8 +162,12 @@ def builtin_documents(max_bytes: int = DEFAULT_BUILTIN_MAX_BYTES) -> tuple[Itera
   return gen(), max_bytes
 
 
-def _hf_rows(hub_name: str, hub_config: str | None, data_files: Sequence[str], split: str) -> Iterator[dict]:
-  """Rows of a HF dataset, streamed: from the hub, or from local parquet / JSONL files."""
+def hf_rows(hub_name: str, hub_config: str | None, data_files: Sequence[str], split: str, *,
+            columns: Sequence[str] = ('text',), revision: str | None = None) -> Iterator[dict]:
+  """Rows of a HF dataset, streamed: from the hub, or from local parquet / JSONL files.
+
+  Checks up front that the rows have `columns` (when the format tells them).
+  """
   import datasets  # heavy import, only for the sources that need it
   if data_files:
     files = [str(f) for f in expand_paths(data_files)]
@@ -169,19 +180,22 @@ def _hf_rows(hub_name: str, hub_config: str | None, data_files: Sequence[str], s
       raise DataError(f'data files must all be .parquet or all .jsonl/.json, got {sorted(ext)}')
     ds = datasets.load_dataset(builder, data_files=files, split='train', streaming=True)
   else:
-    ds = datasets.load_dataset(hub_name, hub_config, split=split, streaming=True)
-  if ds.column_names is not None and 'text' not in ds.column_names:
-    raise DataError(f'{hub_name if not data_files else data_files[0]}: no `text` column (have {ds.column_names})')
+    ds = datasets.load_dataset(hub_name, hub_config, split=split, streaming=True, revision=revision)
+  missing = [c for c in columns if ds.column_names is not None and c not in ds.column_names]
+  if missing:
+    where = hub_name if not data_files else data_files[0]
+    raise DataError(f'{where}: no {", ".join(f"`{c}`" for c in missing)} column (have {ds.column_names})')
   return iter(ds)
 
 
-def _as_bytes(text) -> bytes:
+def as_bytes(text) -> bytes:
+  """A dataset's text field (str or bytes) as bytes; str is UTF-8 encoded."""
   return text if isinstance(text, bytes) else text.encode('utf-8', 'surrogateescape')
 
 
 def openwebtext_documents(data_files: Sequence[str] = (), split: str = 'train') -> Iterator[bytes]:
-  for row in _hf_rows('Skylion007/openwebtext', None, data_files, split):
-    yield _as_bytes(row['text'])
+  for row in hf_rows('Skylion007/openwebtext', None, data_files, split):
+    yield as_bytes(row['text'])
 
 
 _WIKI_TITLE = re.compile(r'^ = [^=].* = \n?$')
@@ -192,29 +206,36 @@ def group_wikitext_articles(lines: Iterable[str]) -> Iterator[bytes]:
   article: list[str] = []
   for line in lines:
     if _WIKI_TITLE.match(line) and any(l.strip() for l in article):
-      yield _as_bytes(''.join(article))
+      yield as_bytes(''.join(article))
       article = []
     article.append(line)
   if any(l.strip() for l in article):
-    yield _as_bytes(''.join(article))
+    yield as_bytes(''.join(article))
 
 
 def wikitext103_documents(data_files: Sequence[str] = (), split: str = 'train') -> Iterator[bytes]:
-  rows = _hf_rows('Salesforce/wikitext', 'wikitext-103-raw-v1', data_files, split)
+  rows = hf_rows('Salesforce/wikitext', 'wikitext-103-raw-v1', data_files, split)
   return group_wikitext_articles(row['text'] for row in rows)
 
 
-def lm1b_documents(tfds_data_dir: str | None = None, split: str = 'train') -> Iterator[bytes]:
-  """LM1B sentences through TFDS's random-access reader (no TensorFlow graph needed)."""
+def tfds_examples(name: str, split: str, data_dir: str | None) -> Iterator[dict]:
+  """Examples of TFDS dataset `name` in index order, through TFDS's random-access
+  reader (array_record format; no TensorFlow graph needed)."""
   from bltdiff import tensorflow_import  # TFDS imports TensorFlow: without its notices
   tfds = tensorflow_import.import_quietly('tensorflow_datasets')
   try:
-    source = tfds.data_source('lm1b', split=split, data_dir=tfds_data_dir,
+    source = tfds.data_source(name, split=split, data_dir=data_dir,
                               builder_kwargs={'file_format': 'array_record'})
   except Exception as e:  # TFDS raises many types for "not prepared / no network"
-    raise DataError(f'lm1b: TFDS could not open it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
+    raise DataError(f'{name}: TFDS could not open it ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
   for i in range(len(source)):
-    yield _as_bytes(source[i]['text'])
+    yield source[i]
+
+
+def lm1b_documents(tfds_data_dir: str | None = None, split: str = 'train') -> Iterator[bytes]:
+  """LM1B sentences, one per document."""
+  for example in tfds_examples('lm1b', split, tfds_data_dir):
+    yield as_bytes(example['text'])
 
 
 def text8_documents(zip_path: str) -> tuple[Iterator[bytes], int]:

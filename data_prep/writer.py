@@ -1,27 +1,29 @@
-r"""Writes text as ArrayRecord shards of raw document bytes (+ optional entropies).
+r"""Writes ArrayRecord shards: documents (text) or (source, target) pairs.
+The command is `python -m data_prep.prepare` (data_prep/prepare.py).
 
-The command is `data_prep.prepare`:
-  python -m data_prep.prepare --source=builtin --out=/tmp/data
-  python -m data_prep.prepare --source=text --paths='books/*.txt,more/' --out=DIR
-  python -m data_prep.prepare --source=openwebtext --out=DIR          # HF hub
-  python -m data_prep.prepare --source=openwebtext --data_files=x.parquet --out=DIR
-  python -m data_prep.prepare --source=text8 --paths=text8.zip --out=DIR
-  python -m data_prep.prepare ... --entropy_model=WORKDIR   # store per-byte entropies
+Layout and manifest: see `data_prep.manifest`. Documents: see
+`data_prep.sources`; pairs: see `data_prep.pair_sources`. With
+data_format='pairs', a pair dataset (cnn_dailymail, xsum, writingprompts)
+gives its pairs, and any text source gives passage -> next passage pairs of
+its documents (after the documents' own splitting rule).
 
-Layout and manifest: see `data_prep.manifest`. Documents: see `data_prep.sources`.
-
-Split: document i of the stream (0-based) goes to validation iff
+Split: unit i of the stream (0-based) goes to validation iff
 floor((i+1)·f) > floor(i·f), f = validation_fraction: exactly floor(n·f)
-validation documents spread evenly through the stream (every 1/f-th), which is
+validation units spread evenly through the stream (every 1/f-th), which is
 deterministic, needs no total count up front, and still gives a held-out set
-when there are only a few dozen documents.
+when there are only a few dozen units. A unit is a document (text), a pair (a
+pair dataset), or all passage pairs of one document (passages: a document's
+pairs share their text, so they are never split apart, and the same
+documents are held out as in a text preparation with the same parameters).
+f = 1 puts everything in validation: an evaluation-only directory, e.g. of a
+dataset's own test split (--source_split=test).
 
-Shards: documents of a split accumulate until `shard_bytes`; then the shard is
+Shards: records of a split accumulate until `shard_bytes`; then the shard is
 written to `NAME.tmp-PID` and renamed (an interrupted run leaves no half shard
 under a real name), and a `.done.json` marker is written last. A rerun rebuilds
 the same shards from the deterministic stream and skips every shard whose
 marker exists and matches (checksum), so the expensive part — writing and the
-entropy model — is not redone. A document larger than a shard is one record
+entropy model — is not redone. A record larger than a shard is one record
 of its own shard.
 """
 
@@ -30,16 +32,18 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from absl import logging
 
 from data_prep import manifest as mf
-from data_prep import sources
+from data_prep import pair_sources
+from data_prep import sources, streams
 from data_prep.errors import DataError
 
 EntropyFn = Callable[[list[bytes]], list[np.ndarray]]
+Pair = pair_sources.Pair
 
 DEFAULT_SHARD_BYTES = 16 << 20
 ENTROPY_BATCH_BYTES = 1 << 20  # documents per entropy_fn call, by total bytes
@@ -101,10 +105,10 @@ def _digest(docs: Sequence[bytes]) -> str:
 
 
 class _Progress:
-  """Logs documents, bytes, MB/s and ETA at most every `every_s` seconds."""
+  """Logs units (documents), bytes, MB/s and ETA at most every `every_s` seconds."""
 
-  def __init__(self, total_bytes: int | None, every_s: float):
-    self.total, self.every_s = total_bytes, every_s
+  def __init__(self, total_bytes: int | None, every_s: float, noun: str = 'docs'):
+    self.total, self.every_s, self.noun = total_bytes, every_s, noun
     self.start = self.last = time.monotonic()
     self.docs = self.bytes = 0
 
@@ -120,32 +124,38 @@ class _Progress:
     dt = max(time.monotonic() - self.start, 1e-9)
     rate = self.bytes / dt
     eta = f'{max(self.total - self.bytes, 0) / rate:.0f}s' if self.total and rate > 0 else '?'
-    logging.info('prepare: %d docs, %.1f MB, %.2f MB/s, ETA %s', self.docs, self.bytes / 1e6, rate / 1e6, eta)
+    logging.info('prepare: %d %s, %.1f MB, %.2f MB/s, ETA %s', self.docs, self.noun, self.bytes / 1e6, rate / 1e6, eta)
 
 
 class _SplitWriter:
-  """Accumulates one split's documents into shards; writes or skips each full shard."""
+  """Accumulates one split's records into shards; writes or skips each full shard.
 
-  def __init__(self, out: Path, split: str, shard_bytes: int, entropy_fn: EntropyFn | None):
+  A record is a document, or an encoded pair (`manifest.encode_pair`); the
+  shard counts them under `count_key` ('documents' / 'pairs').
+  """
+
+  def __init__(self, out: Path, split: str, shard_bytes: int, entropy_fn: EntropyFn | None,
+               count_key: str = 'documents'):
     self.out, self.split, self.shard_bytes, self.entropy_fn = out, split, shard_bytes, entropy_fn
-    self.docs: list[bytes] = []
+    self.count_key = count_key
+    self.records: list[bytes] = []
     self.size = 0
     self.shards: list[dict] = []
     self.written = self.skipped = 0
 
-  def add(self, doc: bytes) -> None:
-    self.docs.append(doc)
-    self.size += len(doc)
+  def add(self, record: bytes) -> None:
+    self.records.append(record)
+    self.size += len(record)
     if self.size >= self.shard_bytes:
       self.flush()
 
   def flush(self) -> None:
-    if not self.docs:  # no empty shards: an empty split has an empty shard list
+    if not self.records:  # no empty shards: an empty split has an empty shard list
       return
     i = len(self.shards)
     info = {'file': mf.shard_name(self.split, i),
             'entropy_file': mf.entropy_shard_name(self.split, i) if self.entropy_fn else None,
-            'documents': len(self.docs), 'bytes': self.size, 'sha256': _digest(self.docs)}
+            self.count_key: len(self.records), 'bytes': self.size, 'sha256': _digest(self.records)}
     done = self.out / mf.done_name(self.split, i)
     if done.exists():
       if mf.read_json(done) != info:
@@ -153,95 +163,91 @@ class _SplitWriter:
       self.skipped += 1
     else:
       if self.entropy_fn:  # entropies first: the byte shard + marker mean "all of it is there"
-        _write_records(self.out / info['entropy_file'], _entropy_records(self.docs, self.entropy_fn))
-      _write_records(self.out / info['file'], self.docs)
+        _write_records(self.out / info['entropy_file'], _entropy_records(self.records, self.entropy_fn))
+      _write_records(self.out / info['file'], self.records)
       mf.write_json_atomic(done, info)
       self.written += 1
     self.shards.append(info)
-    self.docs, self.size = [], 0
+    self.records, self.size = [], 0
 
   def summary(self) -> dict:
-    return {'documents': sum(s['documents'] for s in self.shards),
+    return {self.count_key: sum(s[self.count_key] for s in self.shards),
             'bytes': sum(s['bytes'] for s in self.shards), 'shards': self.shards}
 
 
-def documents(source: str, *, paths: str | Sequence[str] = (), data_files: str | Sequence[str] = (),
-              builtin_max_bytes: int = sources.DEFAULT_BUILTIN_MAX_BYTES,
-              doc_bytes: int = sources.DEFAULT_DOC_BYTES, source_split: str = 'train',
-              tfds_data_dir: str | None = None) -> tuple[Iterator[bytes], int | None]:
-  """The document stream of `source` after the splitting rule, and its total size if known."""
-  data_files = sources._comma_list(data_files) or sources._comma_list(paths)
-  if source == 'text':
-    docs, total = sources.text_documents(paths)
-  elif source == 'builtin':
-    docs, total = sources.builtin_documents(builtin_max_bytes)
-  elif source == 'openwebtext':
-    docs, total = sources.openwebtext_documents(data_files, source_split), None
-  elif source == 'wikitext103':
-    docs, total = sources.wikitext103_documents(data_files, source_split), None
-  elif source == 'lm1b':
-    docs, total = sources.lm1b_documents(tfds_data_dir, source_split), None
-  elif source == 'text8':
-    if len(data_files) != 1:
-      raise DataError('text8 needs exactly one zip: --paths=text8.zip')
-    blocks, total = sources.text8_documents(data_files[0])
-    return sources.rechunk_stream(blocks, doc_bytes, b' '), total
-  else:
-    raise DataError(f'unknown source {source!r}; choose one of {", ".join(sources.SOURCES)}')
-  return sources.split_documents(docs, doc_bytes), total
-
-
-def prepare(source: str, out_dir: str | os.PathLike, *, paths: str | Sequence[str] = (),
+def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text', paths: str | Sequence[str] = (),
             data_files: str | Sequence[str] = (), validation_fraction: float = 0.05,
             shard_bytes: int = DEFAULT_SHARD_BYTES, doc_bytes: int = sources.DEFAULT_DOC_BYTES,
             builtin_max_bytes: int = sources.DEFAULT_BUILTIN_MAX_BYTES, source_split: str = 'train',
+            passage_bytes: int = pair_sources.DEFAULT_PASSAGE_BYTES,
             tfds_data_dir: str | None = None, entropy_fn: EntropyFn | None = None,
             log_every_s: float = 10.0) -> dict:
   """Prepares `source` into `out_dir` (resuming a partial run); returns the manifest.
 
+  data_format: 'text' (one record = one document) or 'pairs' (one record =
+    one (source, target) pair; see `data_prep.manifest`).
+  passage_bytes: passage size of passage -> next passage pairs (pairs of a
+    text source only).
   entropy_fn: list of documents -> list of float arrays [len(doc)] (nats);
-    stored as float16 in `*.entropy.arrayrecord` beside the byte shards.
+    stored as float16 in `*.entropy.arrayrecord` beside the byte shards (text only).
   """
-  if not 0.0 <= validation_fraction < 1.0:
-    raise DataError(f'validation_fraction must be in [0, 1), got {validation_fraction}')
+  if data_format not in mf.FORMATS:
+    raise DataError(f'unknown format {data_format!r}; choose one of {", ".join(mf.FORMATS)}')
+  if not 0.0 <= validation_fraction <= 1.0:
+    raise DataError(f'validation_fraction must be in [0, 1], got {validation_fraction}')
   if shard_bytes <= 0:
     raise DataError(f'shard_bytes must be positive, got {shard_bytes}')
+  pairs = data_format == 'pairs'
+  if pairs and entropy_fn is not None:
+    raise DataError('entropies are stored for text only, not for pairs (drop --entropy_model)')
   out = Path(out_dir)
-  params = {'source': source, 'paths': sources._comma_list(paths), 'data_files': sources._comma_list(data_files),
+  params = {'source': source, 'paths': sources.comma_list(paths), 'data_files': sources.comma_list(data_files),
             'validation_fraction': validation_fraction, 'shard_bytes': shard_bytes, 'doc_bytes': doc_bytes,
             'source_split': source_split, 'has_entropies': entropy_fn is not None}
   if source == 'builtin':
     params.update(builtin_max_bytes=builtin_max_bytes, python=sys.version.split()[0])
+  if pairs:  # text params stay as they were: directories prepared before still match
+    params.update(format='pairs', passage_bytes=passage_bytes if source in sources.SOURCES else None)
   # Opening the stream first checks the input paths before anything is created.
-  docs, total = documents(source, paths=paths, data_files=data_files, builtin_max_bytes=builtin_max_bytes,
-                          doc_bytes=doc_bytes, source_split=source_split, tfds_data_dir=tfds_data_dir)
+  stream_kwargs = dict(paths=paths, data_files=data_files, builtin_max_bytes=builtin_max_bytes,
+                       doc_bytes=doc_bytes, source_split=source_split, tfds_data_dir=tfds_data_dir)
+  if pairs:
+    groups, total = streams.pair_units(source, passage_bytes=passage_bytes, **stream_kwargs)
+    units = ([mf.encode_pair(s, t) for s, t in group] for group in groups)
+  else:
+    docs, total = streams.documents(source, **stream_kwargs)
+    units = ([doc] for doc in docs)  # one document = one record = one split unit
   try:
     out.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise DataError(f'{out}: cannot create output directory ({e.strerror})') from None
   if (out / mf.MANIFEST).exists():
-    manifest = mf.read_manifest(out)
-    if manifest.get('params') == params:
+    if mf.read_json(out / mf.MANIFEST).get('params') == params:
       logging.info('prepare: %s is already complete', out)
-      return manifest
+      return mf.read_manifest(out, data_format)
     raise DataError(f'{out}: already holds data prepared with other parameters; use another --out')
   if (out / mf.PARAMS).exists() and mf.read_json(out / mf.PARAMS) != params:
     raise DataError(f'{out}: holds a partial run with other parameters; use another --out or delete it')
   mf.write_json_atomic(out / mf.PARAMS, params)
   for stale in out.glob('*.tmp-*'):  # half-written files of a killed run (one writer per --out)
     stale.unlink()
-  writers = {s: _SplitWriter(out, s, shard_bytes, entropy_fn) for s in mf.SPLITS}
-  progress = _Progress(total, log_every_s)
-  for i, doc in enumerate(docs):
-    writers['validation' if is_validation(i, validation_fraction) else 'train'].add(doc)
-    progress.add(len(doc))
+  writers = {s: _SplitWriter(out, s, shard_bytes, entropy_fn, mf.count_key(data_format)) for s in mf.SPLITS}
+  progress = _Progress(total, log_every_s, 'docs' if not pairs or source in sources.SOURCES else 'pairs')
+  for i, records in enumerate(units):
+    writer = writers['validation' if is_validation(i, validation_fraction) else 'train']
+    for record in records:
+      writer.add(record)
+    progress.add(sum(map(len, records)))
   for w in writers.values():
     w.flush()
   progress.log()
   logging.info('prepare: shards written %d, skipped (already done) %d',
                sum(w.written for w in writers.values()), sum(w.skipped for w in writers.values()))
-  manifest = {'format_version': mf.FORMAT_VERSION, 'source': source, 'params': params,
-              'has_entropies': entropy_fn is not None, 'entropy_dtype': 'float16',
-              'splits': {s: w.summary() for s, w in writers.items()}}
+  manifest = {'format_version': mf.format_version(data_format), 'source': source, 'params': params,
+              'has_entropies': entropy_fn is not None, 'splits': {s: w.summary() for s, w in writers.items()}}
+  if pairs:
+    manifest['format'] = 'pairs'
+  else:
+    manifest['entropy_dtype'] = 'float16'
   mf.write_json_atomic(out / mf.MANIFEST, manifest)
   return manifest

@@ -1,7 +1,6 @@
 """The Grain pipeline: exact wrap-packing, process sharding, exact resume (also through orbax)."""
 
 import json
-from pathlib import Path
 
 import grain
 import numpy as np

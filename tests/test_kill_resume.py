@@ -2,7 +2,6 @@
 same data batches (the grain iterator state is in the checkpoint) and so
 bit-identical parameters to an uninterrupted run."""
 
-import json
 import os
 import signal
 import subprocess

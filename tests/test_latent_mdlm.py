@@ -2,9 +2,7 @@
 probabilities, padding slots, and a tiny end-to-end run through the trainer."""
 
 import glob
-import itertools
 import math
-import os
 
 import flax.linen as nn
 import jax
@@ -13,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from bltdiff import patching, vocab
+from bltdiff import vocab
 from bltdiff.latent import local_decoder
 from bltdiff.latent.diffusion import LatentMDLM, mask_slots
 from configs import common

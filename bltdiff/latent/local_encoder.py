@@ -14,7 +14,6 @@ row is blanked before encoding and its output replaced by a mask vector).
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
