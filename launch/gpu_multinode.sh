@@ -167,6 +167,9 @@ install() {
   # older than the >= 3.11 the pins need), then the pinned stack, jax's CUDA
   # build at the pinned jax version, and bltdiff (editable), in one resolution.
   # uv: https://docs.astral.sh/uv/getting-started/installation/
+  # The venv's python links to uv's CPython under ~/.local/share/uv/python:
+  # HOME must be shared by the nodes too (or set UV_PYTHON_INSTALL_DIR to a
+  # shared directory before `install`).
   local uv="${UV:-}"
   if [[ -z "$uv" ]]; then
     uv="$(command -v uv || true)"

@@ -12,10 +12,8 @@ import json
 import os
 import sys
 
-import pytest
-
-nbformat = pytest.importorskip('nbformat')
-nbclient = pytest.importorskip('nbclient')
+import nbclient
+import nbformat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(REPO, 'launch', 'colab_demo.ipynb')
