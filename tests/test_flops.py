@@ -168,7 +168,7 @@ def test_agrees_with_xla_without_loops():
 
 @pytest.mark.parametrize('top_p', [1.0, 0.9])
 def test_ar_sample_pays_for_every_decoder_pass(top_p):
-  L, rows, cond_dim = 8, 32, 64  # configs/latent_demo.py's decoder
+  L, rows, cond_dim = 8, 32, 64  # configs/demo.py's decoder
   decoder = local_decoder.ARDecoder(dim=64, num_layers=1, num_heads=2, mlp_dim=192)
   cond, inputs = spec(rows, cond_dim), spec(rows, L + 1, dtype=jnp.int32)
   params = abstract_params(decoder, cond, inputs)
