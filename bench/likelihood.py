@@ -185,10 +185,13 @@ def train_systems(scale: float, workdir: str):
   return rows, runs, shared
 
 
-SCALE = flags.DEFINE_float('scale', 1.0, 'Multiplies the training FLOP budget.')
-WORKDIR = flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
-                              'Where the runs are trained (finished runs are reused).')
-OUT = flags.DEFINE_string('out', str(RESULTS / 'likelihood.json'), 'Results JSON.')
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_float('scale', 1.0, 'Multiplies the training FLOP budget.')
+  flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
+                      'Where the runs are trained (finished runs are reused).')
+  flags.DEFINE_string('out', str(RESULTS / 'likelihood.json'), 'Results JSON.')
 
 
 def main(argv):
@@ -230,4 +233,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -68,6 +68,30 @@ def section_patching(data) -> str:
                                  'max']))
 
 
+def section_sampling(data) -> str:
+  rows = []
+  for r in data['rows']:
+    r = dict(r)
+    if r.get('gen_bpb_ci'):
+      r['gen_bpb_ci'] = f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
+    rows.append(r)
+  ev = data.get('evaluator', {})
+  evaluator = (f"Evaluator: byte AR, {ev['params'] / 1e6:.2f}M parameters, {ev['steps']} steps "
+               f"({ev['trained_flops_vs_models']:.1f}x the models' training FLOPs), validation "
+               f"{ev['validation_bpb']:.3f} bpb. Models (validation bpb): "
+               + ', '.join(f"{k} {v['bpb']:.3f}" for k, v in data.get('models', {}).items())
+               + f". This invocation took {data['total_seconds'] / 60:.0f} min "
+               f"({data['train_seconds'] / 60:.0f} min training; runs already trained in the "
+               f"work directory are reused).\n\n") if ev else ''
+  return (data.get('notes', '') + '\n\n' + evaluator
+          + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
+                         'num_samples', 'gen_bpb', 'gen_bpb_ci', 'unigram_entropy',
+                         'repeat_8gram', 'sample_bytes', 'latent_calls', 'flops_per_byte',
+                         'wall_s_per_sample'])
+          + '\n\nSamples: `bench/results/samples/` (the first samples of every row).'
+          + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)')
+
+
 def section_rows(columns):
   def render(data) -> str:
     rows = data['rows'] if isinstance(data, dict) else data
@@ -84,13 +108,10 @@ SECTIONS = [
      section_rows(['system', 'decoder_mode', 'bpb', 'train_flops', 'params', 'mean_patch_bytes']),
      'likelihood.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
-     section_rows(['system', 'sampler', 'decoder_mode', 'steps', 'gen_bpb', 'unigram_entropy',
-                   'repeat_8gram', 'latent_calls', 'flops_per_byte', 'wall_s_per_sample',
-                   'sample_bytes']),
-     'sampling_wall.png'),
+     section_sampling, 'sampling_wall.png'),
     ('Training throughput', 'train_throughput.json', 'python bench/train_throughput.py',
-     section_rows(['system', 'batch_size', 'seq_len', 'bytes_per_s', 'flops_per_step',
-                   'mfu', 'device']),
+     section_rows(['system', 'batch_size', 'seq_len', 'bytes_per_s',
+                   'flops_per_step_per_device', 'mfu', 'device']),
      'train_throughput.png'),
 ]
 

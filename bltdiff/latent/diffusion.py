@@ -219,6 +219,11 @@ class LatentMDLM(Model):
     byte_acc, patch_acc = accuracies(hits, valid, masked)
     return {'byte_acc': float(byte_acc), 'patch_acc': float(patch_acc)}
 
+  def sampler_adapter(self, params, top_p: float, num_samples: int, length: int):
+    P, L = self.patch_config.num_slots, self.patch_config.max_patch_len
+    state = jax.tree.map(jnp.asarray, sampling.initial_state(num_samples, P, L))
+    return sampling.SlotAdapter(self, params, top_p), state
+
   def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
              prefix=None, suffix=None, num_slots=None, gap_slots=None):
     """See `bltdiff.latent.sampling.sample`."""

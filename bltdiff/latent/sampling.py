@@ -28,7 +28,7 @@ import numpy as np
 
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.sampling import categorical, registry
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 
 
@@ -168,7 +168,6 @@ def sample(model, params, key, options: SamplerOptions, *, num_samples: int, len
   run = compiled_sampler(model, options, gap_slots is None)
   state, stats = categorical.run_with_x64(run, params, key, jax.tree.map(jnp.asarray, state))
   tokens, totals = slots_to_tokens(state, length)
-  return tokens, {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
-                  'proposals': int(stats.proposals), 'mean_bytes': float(totals.mean()),
-                  'row_bytes': totals.tolist(),
-                  'mean_patches': float(np.mean(np.sum(np.asarray(state['slot_mask']), -1)))}
+  return tokens, dict(loops.summarize(stats), mean_bytes=float(totals.mean()),
+                      row_bytes=totals.tolist(),
+                      mean_patches=float(np.mean(np.sum(np.asarray(state['slot_mask']), -1))))

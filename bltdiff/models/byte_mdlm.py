@@ -21,8 +21,7 @@ import numpy as np
 from bltdiff import layers, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.models.contract import Model
-from bltdiff.sampling import categorical, registry
-from bltdiff.sampling.loops import SamplerStats
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import Schedule, antithetic_times
 
@@ -131,8 +130,11 @@ class ByteMDLM(Model):
       raise ConfigError(f'sample.sampler: byte_mdlm has samplers {self.samplers}, '
                         f'got {options.sampler!r}')
     z = template(num_samples, length, prefix, suffix)
-    tokens, stats = categorical.run_with_x64(_byte_mdlm_sampler(self, options), params, key, z)
-    return np.asarray(tokens), stats_to_python(stats)
+    tokens, stats = categorical.run_with_x64(compiled_sampler(self, options), params, key, z)
+    return np.asarray(tokens), loops.summarize(stats)
+
+  def sampler_adapter(self, params, top_p: float, num_samples: int, length: int):
+    return ByteAdapter(self, params, top_p), template(num_samples, length)
 
 
 def template(num_samples: int, length: int, prefix=None, suffix=None):
@@ -145,13 +147,6 @@ def template(num_samples: int, length: int, prefix=None, suffix=None):
                       f'generate in {length} positions')
   row = np.concatenate([prefix, np.full((gap,), vocab.MASK, np.int32), suffix])
   return jnp.asarray(np.tile(row, (num_samples, 1)))
-
-
-def stats_to_python(stats: SamplerStats) -> dict:
-  row_steps = np.asarray(stats.row_steps)
-  return {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
-          'proposals': int(stats.proposals),
-          'mean_row_steps': float(row_steps.mean()) if row_steps.size else 0.0}
 
 
 class ByteAdapter(registry.ModelAdapter):
@@ -179,7 +174,7 @@ class ByteAdapter(registry.ModelAdapter):
 
 
 @functools.lru_cache(maxsize=32)  # one compilation per (model, options)
-def _byte_mdlm_sampler(model: ByteMDLM, options: SamplerOptions):
+def compiled_sampler(model: ByteMDLM, options: SamplerOptions):
   """A jitted (params, key, z_init) -> (tokens, SamplerStats) for fixed options."""
 
   @jax.jit

@@ -25,8 +25,19 @@ from bltdiff.sampling import rules
 class SamplerStats(NamedTuple):
   latent_calls: jax.Array  # int32 [], network calls actually made (same for the batch)
   steps: jax.Array  # int32 [], denoising steps taken (loop iterations for the batch)
-  row_steps: jax.Array  # int32 [batch], steps in which each row revealed something
+  # int32 [batch], denoising steps each row took: num_steps for a fixed-step
+  # loop; for the while loop the iterations until the row had nothing masked.
+  row_steps: jax.Array
   proposals: jax.Array  # int32 [], steps that drew proposals (a decoder pass for latent MDLM)
+
+
+def summarize(stats: SamplerStats) -> dict:
+  """Host-side numbers of a run: latent_calls (network calls for the batch),
+  steps (loop iterations), proposals (steps that drew proposals) and
+  steps_taken (mean over rows of the steps each row took)."""
+  return {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
+          'proposals': int(stats.proposals),
+          'steps_taken': float(jnp.mean(stats.row_steps.astype(jnp.float32)))}
 
 
 def _zeros_like_output(fn, *args):
@@ -78,8 +89,9 @@ def sample_masked(key, state, adapter, *, num_steps: int, cached: bool = True,
     placeholder = _zeros_like_output(adapter.predict, state)
     init = (state, placeholder, jnp.array(False), jnp.array(0, jnp.int32))
   (state, _, _, calls), revealed = jax.lax.scan(step, init, jnp.arange(num_steps, dtype=jnp.int32))
+  batch = revealed.shape[1]
   return state, SamplerStats(latent_calls=calls, steps=jnp.array(num_steps, jnp.int32),
-                             row_steps=jnp.sum(revealed, axis=0).astype(jnp.int32),
+                             row_steps=jnp.full((batch,), num_steps, jnp.int32),
                              proposals=jnp.sum(jnp.any(revealed, axis=1)).astype(jnp.int32))
 
 

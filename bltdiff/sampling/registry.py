@@ -69,6 +69,11 @@ def cached(adapter, key, state, options: SamplerOptions):
   return loops.sample_masked(key, state, adapter, num_steps=options.steps, cached=True)
 
 
+# The adapter scores each sampler computes at every step (one pass each), for
+# cost accounting (`bltdiff.sampling_cost`); the loops are told the same.
+SCORES_PER_STEP = {'adaptive': ('entropy_scores',), 'confidence': ('confidence_scores',)}
+
+
 def adaptive(adapter, key, state, options: SamplerOptions):
   """Entropy-adaptive: T = clip(⌈adaptive_alpha · H⌉, min_steps, max_steps)
   from the adapter's entropy estimate, lowest-entropy units first."""
