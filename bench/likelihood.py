@@ -103,15 +103,19 @@ def step_flops_and_params(config):
           sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)))
 
 
-def run_system(name, config, workdir, steps):
-  """Trains with the project's trainer, then evaluates the final checkpoint."""
+def run_system(name, config, workdir, steps, max_warmup_fraction: float = 0.1):
+  """Trains with the project's trainer, then evaluates the final checkpoint
+  (an evaluation already written for that step is read back, not redone).
+  The warmup is at most max_warmup_fraction of the steps."""
   with config.unlocked():
     config.train.num_steps = steps
-    config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
+    config.train.warmup_steps = min(config.train.warmup_steps,
+                                     max(1, int(steps * max_warmup_fraction)))
   start = time.time()
   commands.train(config, workdir)
   train_s = time.time() - start
-  metrics = commands.evaluate(workdir)
+  done = Path(workdir) / f'eval_step_{steps}.json'
+  metrics = json.loads(done.read_text()) if done.exists() else commands.evaluate(workdir)
   return metrics, train_s, time.time() - start - train_s
 
 

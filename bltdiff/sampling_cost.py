@@ -1,13 +1,18 @@
 """What a sampling run costs, in FLOPs, from the calls it reports making.
 
 A diffusion sampler's work is its adapter's callbacks (`sampling.registry`),
-each counted once by `bltdiff.flops` on the run's batch and multiplied by how
-often the run made it:
+each counted by `bltdiff.flops` on the run's batch and multiplied by how often
+the run made it:
 
-  predict            x latent_calls   the network (latent: local encoder + latent transformer)
-  propose            x proposals      the draw for every unit (latent: a local-decoder pass)
-  entropy_scores     x steps          adaptive sampler only (latent: a decoder pass)
-  confidence_scores  x steps          confidence sampler only (latent: a decoder pass)
+  predict            x latent_calls   the network (latent: the latent transformer)
+  propose            x proposals      the draw for every unit (byte MDLM)
+                     or per slot row x decoder_rows   (latent: the local decoder
+                                      runs on the revealed slots' rows only)
+  commit             per slot row x encoder_rows      (latent: the local encoder
+                                      encodes each slot once, when revealed)
+  entropy_scores     x steps          adaptive sampler (latent: D's first position)
+  remaining_entropy  x 1              adaptive sampler's plan (latent: one draw of all slots)
+  confidence_scores  x steps          confidence sampler (latent: D's first position)
 
 plus, for a prompted latent run in an entropy mode, the entropy model on the
 prompt. Byte AR makes one cached decoder step per position. What is left out:
@@ -27,26 +32,34 @@ from bltdiff.sampling.options import SamplerOptions
 
 def callback_flops(model, params, top_p: float, num_samples: int, length: int) -> dict:
   """FLOPs of one call of each adapter callback on an unprompted batch of
-  num_samples rows: {'predict', 'propose', 'entropy_scores', 'confidence_scores'}."""
+  num_samples rows, every unit revealed (so gathering samplers count all their
+  rows): {'predict', 'propose', 'commit', 'entropy_scores',
+  'remaining_entropy', 'confidence_scores'}."""
   adapter, state = model.sampler_adapter(params, top_p, num_samples, length)
   key = jax.random.PRNGKey(0)
   with jax.enable_x64(True):  # as the samplers trace (float64 Gumbel noise)
     prediction = jax.eval_shape(adapter.predict, state)
-    proposal = jax.eval_shape(adapter.propose, key, prediction, state)
-    return {
-        'predict': flops.count(adapter.predict, state),
-        'propose': flops.count(adapter.propose, key, prediction, state),
-        'entropy_scores': flops.count(adapter.entropy_scores, prediction, state),
-        'confidence_scores': flops.count(adapter.confidence_scores, prediction, proposal, state),
-    }
+    unmask = jnp.ones(adapter.masked(state).shape, bool)
+    proposal = jax.eval_shape(adapter.propose, key, prediction, state, unmask)
+    out = {'predict': flops.count(adapter.predict, state),
+           'propose': flops.count(adapter.propose, key, prediction, state, unmask),
+           'commit': flops.count(adapter.commit, state, proposal, unmask)}
+    for name in ('entropy_scores', 'remaining_entropy', 'confidence_scores'):
+      out[name] = flops.count(getattr(adapter, name), prediction, state)
+  return out
 
 
-def calls_made(options: SamplerOptions, stats: dict) -> dict:
-  """How often a run made each callback, from its stats."""
-  scores = registry.SCORES_PER_STEP.get(options.sampler, ())
-  return {'predict': stats['latent_calls'], 'propose': stats['proposals'],
-          'entropy_scores': stats['steps'] if 'entropy_scores' in scores else 0,
-          'confidence_scores': stats['steps'] if 'confidence_scores' in scores else 0}
+def calls_made(options: SamplerOptions, stats: dict, units: int) -> dict:
+  """How often a run made each callback (for gathering samplers, in units of
+  a call over all `units` rows), from its stats."""
+  passes = dict(registry.EXTRA_PASSES.get(options.sampler, ()))
+  out = {'predict': stats['latent_calls'], 'propose': stats['proposals'], 'commit': 0}
+  if 'decoder_rows' in stats:  # the local decoder and encoder ran on these rows only
+    out['propose'] = stats['decoder_rows'] / units
+    out['commit'] = stats['encoder_rows'] / units
+  for name in ('entropy_scores', 'remaining_entropy', 'confidence_scores'):
+    out[name] = {'step': stats['steps'], 'run': 1}.get(passes.get(name), 0)
+  return out
 
 
 def ar_step_flops(model: byte_ar.ByteARModel, params, num_samples: int, length: int) -> float:
@@ -74,8 +87,10 @@ def run_flops(model, params, options: SamplerOptions, stats: dict, num_samples: 
   if isinstance(model, byte_ar.ByteARModel):
     step = ar_step_flops(model, params, num_samples, length)
     return {'total': step * stats['steps'] + prompt_flops, 'decode_steps': step * stats['steps']}
+  adapter, state = model.sampler_adapter(params, options.top_p, num_samples, length)
+  units = adapter.masked(state).size  # rows x slots (latent) or rows x bytes
   per_call = callback_flops(model, params, options.top_p, num_samples, length)
-  calls = calls_made(options, stats)
+  calls = calls_made(options, stats, units)
   parts = {name: per_call[name] * calls[name] for name in per_call}
   parts['prompt_entropy'] = prompt_flops
   return dict(parts, total=sum(parts.values()))

@@ -157,7 +157,8 @@ class ByteAdapter(registry.ModelAdapter):
   def predict(self, z):
     return categorical.top_p_filter(self.model.log_probs(self.params, z), self.top_p)
 
-  def propose(self, key, log_probs, z):
+  def propose(self, key, log_probs, z, unmask):
+    del unmask  # a byte draw is one categorical per position: draw them all
     return categorical.gumbel_argmax(key, log_probs)
 
   def commit(self, z, proposal, unmask):
@@ -169,8 +170,11 @@ class ByteAdapter(registry.ModelAdapter):
   def entropy_scores(self, log_probs, z):
     return categorical.entropy_of(log_probs)
 
-  def confidence_scores(self, log_probs, proposal, z):
-    return jnp.take_along_axis(log_probs, proposal[..., None], axis=-1)[..., 0]
+  def remaining_entropy(self, log_probs, z):
+    return jnp.sum(jnp.where(z == vocab.MASK, categorical.entropy_of(log_probs), 0.0), axis=-1)
+
+  def confidence_scores(self, log_probs, z):
+    return jnp.max(log_probs, axis=-1)
 
 
 @functools.lru_cache(maxsize=32)  # one compilation per (model, options)
