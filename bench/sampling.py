@@ -10,7 +10,8 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   JSON says how long this invocation trained).
 - Evaluator: a byte AR larger (in parameters) than every model under test,
   trained on the same train split with `evaluator_flops_factor` x their
-  training FLOPs; its validation bpb is in the JSON.
+  training FLOPs (6x: at 2x it is still weaker than the byte AR under test);
+  its validation bpb is in the JSON, with whether it beats every model's.
 - The grid: byte MDLM with the cached sampler (MDLM's rule; the same samples
   as ancestral with fewer calls) at every T; bltdiff with each decoder at every
   fixed step count, the adaptive sampler at several α and the confidence
@@ -65,11 +66,11 @@ SETTINGS = {
     'smoke': dict(length=256, batch=4, seeds=2, scale=1.0, evaluator_flops_factor=0.1,
                   byte_mdlm_steps=[16], bltdiff_steps=[8], adaptive_alphas=[0.02],
                   confidence_thresholds=[0.7], min_steps=2, max_steps=64),
-    'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=2.0,
+    'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256], bltdiff_steps=[2, 4, 8, 16, 32, 64],
                 adaptive_alphas=[0.01, 0.02, 0.04], confidence_thresholds=[0.5, 0.7, 0.9],
                 min_steps=2, max_steps=64),
-    'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=3.0,
+    'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256, 1024],
                 bltdiff_steps=[2, 4, 8, 16, 32, 64, 128], adaptive_alphas=[0.01, 0.02, 0.04, 0.08],
                 confidence_thresholds=[0.5, 0.7, 0.9], min_steps=2, max_steps=128),
@@ -104,6 +105,7 @@ def train_systems(settings, workdir: str):
   evaluator = dict(params=params, steps=config.train.num_steps, validation_bpb=metrics['eval_bpb'],
                    train_flops=step_flops * config.train.num_steps,
                    larger_than_every_model=all(params > r['params'] for r in rows),
+                   stronger_than_every_model=all(metrics['eval_bpb'] < r['bpb'] for r in rows),
                    trained_flops_vs_models=step_flops * config.train.num_steps / budget)
   return runs, rows, evaluator
 
@@ -261,6 +263,9 @@ def notes(out) -> str:
     parts.append(f"Secondary (fixed reference {f['fixed_reference']['byte_mdlm_setting']}): "
                  f"{fixed['flops_ratio']:.1f}x FLOPs, {fixed['wall_ratio']:.1f}x wall.")
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
+  if not out['evaluator']['stronger_than_every_model']:
+    parts.append('WARNING: the evaluator is not stronger than every model it judges '
+                 '(its validation bpb is not the lowest).')
   return ' '.join(parts)
 
 
