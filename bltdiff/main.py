@@ -1,12 +1,16 @@
 r"""bltdiff's one entry point.
 
-  python -m bltdiff.main --config=configs/demo.py --workdir=runs/demo [--mode=train|eval|sample]
-                         [--config.train.num_steps=1000 ...]
+  python -m bltdiff.main --config=configs/demo.py --workdir=runs/demo
+                         [--mode=train|eval|sample|export] [--config.train.num_steps=1000 ...]
+  python -m bltdiff.main --mode=sample --checkpoint=EXPORT_DIR [sampling flags]
 
 train (default): trains, evaluates and writes samples periodically, resuming
   from the latest checkpoint in --workdir if there is one.
 eval: bits per byte of the latest checkpoint on the validation split.
-sample: samples from the latest checkpoint (see bltdiff/generate.py for flags).
+sample: samples from the latest checkpoint, or from an export with
+  --checkpoint (no --config needed); see bltdiff/generate.py for flags.
+export: writes the latest checkpoint as a self-contained inference export to
+  --export_dir (bltdiff/training/export.py), optionally --export_dtype=bfloat16.
 
 Multi-process (multi-host) runs start the same command on every host, plus
   --distributed=auto                      TPU VM pods, SLURM, Open MPI (JAX detects them)
@@ -31,7 +35,12 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
                                'Defaults to runs/<config file name>.')
 _STOP_AT = flags.DEFINE_integer('stop_at_step', None, 'Train: stop (with a checkpoint) after this '
                                 'step, keeping the schedule of train.num_steps; rerun to resume.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'export'], 'What to do.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Sample: an export directory '
+                                  '(--mode=export) to sample from instead of --workdir.')
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Export: the directory to write (new).')
+_EXPORT_DTYPE = flags.DEFINE_enum('export_dtype', 'float32', ['float32', 'bfloat16'],
+                                  'Export: dtype of the stored parameters.')
 # Multi-process (multi-host) runs; see bltdiff/distributed.py and launch/README.md.
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', None, ['off', 'auto', 'explicit'],
@@ -67,7 +76,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if _CONFIG.value is None:
+  from_export = _MODE.value == 'sample' and _CHECKPOINT.value is not None
+  if _CHECKPOINT.value is not None and _MODE.value != 'sample':
+    raise app.UsageError('--checkpoint: only --mode=sample reads an export')
+  if (_EXPORT_DIR.value is None) != (_MODE.value != 'export'):
+    raise app.UsageError('--export_dir: --mode=export needs it, and only it takes it')
+  if _CONFIG.value is None and not from_export:
     raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
   config = _CONFIG.value
   from bltdiff import distributed  # before any JAX computation
@@ -76,19 +90,24 @@ def main(argv):
                            _PROCESS_ID.value, _LOCAL_DEVICES.value)
   except ValueError as e:
     raise app.UsageError(str(e))
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  workdir = _WORKDIR.value or (
+      None if config is None else default_workdir(flags.FLAGS['config'].config_filename))
   try:
     # Fail on a bad field before anything is compiled, read or logged.
-    config_checks.validate(config)
+    if config is not None:
+      config_checks.validate(config)
     if _MODE.value == 'train':
       from bltdiff import commands  # imported here: a config error needs none of it
       commands.train(config, workdir, stop_at_step=_STOP_AT.value)
     elif _MODE.value == 'eval':
       from bltdiff import commands
       commands.evaluate(workdir)  # the trained run's own config decides
+    elif _MODE.value == 'export':
+      from bltdiff import commands
+      commands.export(workdir, _EXPORT_DIR.value, _EXPORT_DTYPE.value)
     else:
       from bltdiff import generate
-      generate.run_sample_command(workdir)
+      generate.run_sample_command(workdir, checkpoint=_CHECKPOINT.value)
   except BltdiffError as e:
     logging.flush()
     sys.exit(f'error: {e}')

@@ -15,7 +15,8 @@ from absl import logging
 
 from bltdiff import flops, sharding
 from bltdiff.data import pipeline
-from bltdiff.training import checkpointing, evaluation, metric_logging, mfu, samples, state, steps
+from bltdiff.training import (checkpointing, ema, evaluation, metric_logging, mfu, samples, state,
+                              steps)
 
 
 def flatten(d: dict, prefix: str = '') -> dict:
@@ -60,7 +61,8 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   report_progress = metric_logging.make_progress(num_steps, writer, config.train.log_every)
   with sharding.activate(mesh):
     step_fn = steps.make_train_step(model, run.tx, run.lr_schedule, mesh, run.shardings,
-                                    steps.train_metric_names(model, config))
+                                    steps.train_metric_names(model, config),
+                                    config.train.ema_rate)
     eval_step = steps.make_eval_step(model, mesh, run.shardings.params)
     compiled, flops_per_step = None, 0.0
     peak = mfu.peak_flops_per_device(config.train.peak_flops_per_device)
@@ -91,14 +93,15 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
         writer.write_scalars(step, summary)
         train_metrics, last_log = None, (time.time(), step)
 
+      # Eval and samples see the EMA of the parameters when the run keeps one.
       if step % config.train.eval_every == 0 or step == num_steps:
         with report_progress.timed('eval'):
           writer.write_scalars(step, evaluation.evaluate(
-              model, train_state.params, config, prepared_dir, mesh, eval_step))
+              model, ema.inference_params(train_state), config, prepared_dir, mesh, eval_step))
       if step % config.train.sample_every == 0 or step == num_steps:
         with report_progress.timed('sample'):
-          path = samples.write_samples(model, train_state.params, config, workdir, step,
-                                       jax.random.fold_in(sample_key, step))
+          path = samples.write_samples(model, ema.inference_params(train_state), config,
+                                       workdir, step, jax.random.fold_in(sample_key, step))
           logging.info('samples written to %s', path)
       if step % config.train.checkpoint_every == 0 or step == last_step:
         checkpointing.save(manager, step, train_state, train_iter)
