@@ -8,12 +8,15 @@ import jax
 
 from bltdiff import sharding
 from bltdiff import data_chain
-from bltdiff.training import evaluation, export as inference_export, loop, restore, steps
+from bltdiff.training import (checkpointing, evaluation, export as inference_export, loop,
+                              restore, steps)
 
 
 def train(config, workdir: str, stop_at_step: int | None = None):
   """Resolves the run's data chain, then trains (resuming from workdir).
-  Returns the final TrainState."""
+  Returns the final TrainState. A config that cannot resume the run already in
+  workdir stops first, before any data work."""
+  checkpointing.check_resumable(config, workdir)
   config = data_chain.prepare_run_data(config, workdir)
   return loop.train_and_evaluate(config, workdir, stop_at_step=stop_at_step)
 

@@ -28,7 +28,7 @@ from bltdiff.errors import BltdiffError, ConfigError
 from bltdiff.sample_flags import (GAP, LENGTH, NUM_SAMPLES, OUTPUT, PROMPT, PROMPT_FILE, SEED,
                                   SUFFIX, SUFFIX_FILE, TOTAL_LENGTH, option_overrides)
 from bltdiff.sampling.options import SamplerOptions
-from bltdiff.training import export, restore
+from bltdiff.training import checkpointing, export, restore
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None, name: str = 'prompt') -> bytes | None:
@@ -54,17 +54,22 @@ def run_sample_command(workdir: str | None, checkpoint: str | None = None):
   """Samples from the latest checkpoint of the run in workdir, or from the
   export in checkpoint: the architecture comes from the model, the sampler
   options from the flags over its config.sample. Returns (tokens, stats)."""
+  def checked_request(config):
+    options = SamplerOptions.from_config(config.sample, option_overrides())
+    return sample_request.make_request(
+        config, options, num_samples=NUM_SAMPLES.value, length=LENGTH.value,
+        prompt=read_prompt(PROMPT.value, PROMPT_FILE.value),
+        suffix=read_prompt(SUFFIX.value, SUFFIX_FILE.value, name='suffix'), gap=GAP.value,
+        total_length=TOTAL_LENGTH.value)
+
   if checkpoint is not None:
     loaded = export.load_export(checkpoint)
   else:
+    checked_request(checkpointing.load_config(workdir))  # bad flags fail before any restore
     loaded = restore.load_for_inference(workdir)
   config, model, params, step = loaded.config, loaded.model, loaded.params, loaded.step
-  options = SamplerOptions.from_config(config.sample, option_overrides())
-  request = sample_request.make_request(
-      config, options, num_samples=NUM_SAMPLES.value, length=LENGTH.value,
-      prompt=read_prompt(PROMPT.value, PROMPT_FILE.value),
-      suffix=read_prompt(SUFFIX.value, SUFFIX_FILE.value, name='suffix'), gap=GAP.value,
-      total_length=TOTAL_LENGTH.value)
+  request = checked_request(config)
+  options = request.options
   key = jax.random.PRNGKey(SEED.value)
   sample_request.draw(model, params, request, jax.random.fold_in(key, 1))  # compiles
   start = time.perf_counter()

@@ -27,7 +27,7 @@ from ml_collections import config_flags
 
 from bltdiff import sample_flags  # noqa: F401  (defines the sampling flags)
 from bltdiff import config_checks
-from bltdiff.errors import BltdiffError
+from bltdiff.errors import BltdiffError, ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Run config (a get_config() file).',
                                           lock_config=True)
@@ -68,8 +68,39 @@ class _QuietLibraries(py_logging.Filter):
   their warnings and errors still show."""
 
   def filter(self, record):
-    noisy = any(part in record.pathname for part in ('/orbax/', '/grain/', '/tensorstore/'))
+    noisy = any(part in record.pathname
+                for part in ('/orbax/', '/grain/', '/tensorstore/', 'xla_bridge'))
     return not (noisy and record.levelno < py_logging.WARNING)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a config override that names no field of the
+  config (`--config.train.nonexistent=1`) reported as one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections: no such field
+    field = str(e).strip('\'"')
+    given = [a.split('=')[0] for a in argv if a.startswith('--config.') and field in a]
+    name = given[0][2:] if given else field
+    sys.exit(f'error: {name}: no such config field (see the config file, or '
+             f'configs/common.py for every field)')
+  except flags.Error as e:
+    sys.exit(f'error: {e}')
+
+
+def check_devices(config):
+  """The mesh of the run (and of its entropy model's run) against the devices
+  there are, before any data or training work."""
+  import jax  # imported here: a config error before this needs no JAX backend
+  from bltdiff import sharding
+  for name, c in (('', config), ('entropy_model.', config.get('entropy_model'))):
+    if c is None or c.get('mesh') is None:
+      continue
+    try:
+      data, fsdp, _ = sharding.mesh_shape(c.mesh, jax.device_count())
+    except ValueError as e:
+      raise ConfigError(f'{name}{e} (jax sees {jax.device_count()} devices)')
+    config_checks.validate(c, num_batch_shards=data * fsdp)
 
 
 def main(argv):
@@ -81,8 +112,11 @@ def main(argv):
     raise app.UsageError('--checkpoint: only --mode=sample reads an export')
   if (_EXPORT_DIR.value is None) != (_MODE.value != 'export'):
     raise app.UsageError('--export_dir: --mode=export needs it, and only it takes it')
-  if _CONFIG.value is None and not from_export:
-    raise app.UsageError('--config is required, e.g. --config=configs/demo.py')
+  # eval, sample and export read the trained run's own config: --workdir suffices.
+  if _CONFIG.value is None and not from_export and (_MODE.value == 'train' or
+                                                    _WORKDIR.value is None):
+    raise app.UsageError('--config is required, e.g. --config=configs/demo.py (eval, sample '
+                         'and export need only --workdir)')
   config = _CONFIG.value
   from bltdiff import distributed  # before any JAX computation
   try:
@@ -97,6 +131,7 @@ def main(argv):
     if config is not None:
       config_checks.validate(config)
     if _MODE.value == 'train':
+      check_devices(config)
       from bltdiff import commands  # imported here: a config error needs none of it
       commands.train(config, workdir, stop_at_step=_STOP_AT.value)
     elif _MODE.value == 'eval':
@@ -110,8 +145,18 @@ def main(argv):
       generate.run_sample_command(workdir, checkpoint=_CHECKPOINT.value)
   except BltdiffError as e:
     logging.flush()
+    signum = getattr(e, 'signum', None)  # bltdiff.training.preemption.Interrupted
+    if signum is not None:
+      print(f'stopped: {e}', file=sys.stderr)
+      sys.exit(128 + signum)
     sys.exit(f'error: {e}')
+  except KeyboardInterrupt:
+    logging.flush()
+    print('stopped: interrupted (Ctrl-C) outside a train step; work done so far is kept '
+          '(data preparation and training resume where they stopped): rerun the same command',
+          file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
