@@ -10,7 +10,8 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   JSON says how long this invocation trained).
 - Evaluator: a byte AR larger (in parameters) than every model under test,
   trained on the same train split with `evaluator_flops_factor` x their
-  training FLOPs; its validation bpb is in the JSON.
+  training FLOPs (6x: at 2x it is still weaker than the byte AR under test);
+  its validation bpb is in the JSON, with whether it beats every model's.
 - The grid: byte MDLM with the cached sampler (MDLM's rule; the same samples
   as ancestral with fewer calls) at every T; bltdiff with each decoder at every
   fixed step count, the adaptive sampler at several α and the confidence
@@ -65,11 +66,11 @@ SETTINGS = {
     'smoke': dict(length=256, batch=4, seeds=2, scale=1.0, evaluator_flops_factor=0.1,
                   byte_mdlm_steps=[16], bltdiff_steps=[8], adaptive_alphas=[0.02],
                   confidence_thresholds=[0.7], min_steps=2, max_steps=64),
-    'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=2.0,
+    'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256], bltdiff_steps=[2, 4, 8, 16, 32, 64],
                 adaptive_alphas=[0.01, 0.02, 0.04], confidence_thresholds=[0.5, 0.7, 0.9],
                 min_steps=2, max_steps=64),
-    'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=3.0,
+    'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256, 1024],
                 bltdiff_steps=[2, 4, 8, 16, 32, 64, 128], adaptive_alphas=[0.01, 0.02, 0.04, 0.08],
                 confidence_thresholds=[0.5, 0.7, 0.9], min_steps=2, max_steps=128),
@@ -104,6 +105,7 @@ def train_systems(settings, workdir: str):
   evaluator = dict(params=params, steps=config.train.num_steps, validation_bpb=metrics['eval_bpb'],
                    train_flops=step_flops * config.train.num_steps,
                    larger_than_every_model=all(params > r['params'] for r in rows),
+                   stronger_than_every_model=all(metrics['eval_bpb'] < r['bpb'] for r in rows),
                    trained_flops_vs_models=step_flops * config.train.num_steps / budget)
   return runs, rows, evaluator
 
@@ -219,7 +221,8 @@ def headline(rows, data, settings):
   out['vs_byte_mdlm'] = dict(
       quality=q, flops_ratio=best and best['flops_ratio'], wall_ratio=best and best['wall_ratio'],
       bltdiff_row=best and best['flops_candidate_row'],
-      byte_mdlm_setting=frontier.describe(frontier.cost_at_quality(mdlm, q, 'flops_per_byte')[1]),
+      byte_mdlm_setting=frontier.describe(
+          frontier.cost_within_interval(mdlm, q, 'flops_per_byte')[1]),
       detail=best)
   out['other_levels'] = [frontier.speedup(mdlm, blt, level)
                          for level in frontier.matched_quality_levels(mdlm, blt) if level != q]
@@ -248,8 +251,10 @@ def notes(out) -> str:
   else:
     parts.append(f"At that quality bltdiff needs {v['flops_ratio']:.1f}x fewer FLOPs per byte "
                  f"and {v['wall_ratio']:.1f}x less wall time per sample ({v['bltdiff_row']}).")
+  shown = set()
   for level in f['other_levels']:
-    if level:
+    if level and (level['flops_baseline_row'], level['flops_candidate_row']) not in shown:
+      shown.add((level['flops_baseline_row'], level['flops_candidate_row']))
       parts.append(f"At gen-bpb {level['quality']:.3f}: {level['flops_ratio']:.1f}x FLOPs, "
                    f"{level['wall_ratio']:.1f}x wall.")
   if a['flops_ratio'] is not None:
@@ -260,8 +265,68 @@ def notes(out) -> str:
   if fixed:
     parts.append(f"Secondary (fixed reference {f['fixed_reference']['byte_mdlm_setting']}): "
                  f"{fixed['flops_ratio']:.1f}x FLOPs, {fixed['wall_ratio']:.1f}x wall.")
+  parts.extend(caveats(out['rows']))
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
+  if not out['evaluator']['stronger_than_every_model']:
+    parts.append('WARNING: the evaluator is not stronger than every model it judges '
+                 '(its validation bpb is not the lowest).')
   return ' '.join(parts)
+
+
+def short_headline(out) -> str:
+  """README's lines: the matched-quality ratio, what sets it, and byte AR."""
+  f, rows = out['frontier'], out['rows']
+  if 'vs_byte_mdlm' not in f or f['vs_byte_mdlm']['flops_ratio'] is None:
+    return notes(out)
+  v = f['vs_byte_mdlm']
+  found = caveats(rows)
+  return ' '.join([f"At byte MDLM's best sample quality (gen-bpb {v['quality']:.3f}, reached "
+                   f"within its interval by {v['byte_mdlm_setting']}), bltdiff "
+                   f"({v['bltdiff_row']}) needs {v['flops_ratio']:.1f}x fewer FLOPs per byte and "
+                   f"{v['wall_ratio']:.1f}x less wall time per sample."]
+                  + [c for c in found if c.startswith(("bltdiff's fixed", 'At equal', 'Byte AR'))])
+
+
+def caveats(rows) -> list[str]:
+  """Computed sentences that bound how far the headline carries."""
+  out = []
+  fixed = [r for r in rows if r['system'] == 'bltdiff' and r['decoder_mode'] == 'ar'
+           and r['sampler'] == 'cached']
+  data = next((r for r in rows if r['system'] == 'data'), None)
+  if len(fixed) > 1 and data:
+    lo, hi = min(r['gen_bpb'] for r in fixed), max(r['gen_bpb'] for r in fixed)
+    steps = sorted(r['steps'] for r in fixed)
+    out.append(f"bltdiff's fixed-step rows (ar decoder, {steps[0]} to {steps[-1]} steps) span "
+               f"gen-bpb {lo:.3f}-{hi:.3f}: at this training scale its quality barely depends "
+               f"on the step count, so its cheapest row sets the ratio; every model is far from "
+               f"the data's {data['gen_bpb']:.3f}.")
+  by_steps = lambda system: {r['steps']: r for r in rows if r['system'] == system
+                             and r['sampler'] == 'cached' and r.get('decoder_mode') in (None, 'ar')}
+  blt, mdlm = by_steps('bltdiff'), by_steps('byte_mdlm')
+  common = sorted(set(blt) & set(mdlm))
+  if common:
+    t = common[0]
+    out.append(f"At equal network calls (T = {t}) bltdiff needs "
+               f"{mdlm[t]['flops_per_byte'] / blt[t]['flops_per_byte']:.1f}x fewer FLOPs per byte "
+               f"and {mdlm[t]['wall_s_per_sample'] / blt[t]['wall_s_per_sample']:.1f}x less wall "
+               f"time than byte MDLM.")
+  ar = [r for r in rows if r['system'] == 'byte_ar']
+  if ar and blt:
+    cheap = min(blt.values(), key=lambda r: r['flops_per_byte'])
+    out.append(f"Byte AR (gen-bpb {ar[0]['gen_bpb']:.3f}) is better than every bltdiff row; "
+               f"bltdiff's cheapest row ({frontier.describe(cheap)}, gen-bpb "
+               f"{cheap['gen_bpb']:.3f}) costs {cheap['flops_per_byte'] / ar[0]['flops_per_byte']:.2f}x "
+               f"byte AR's FLOPs per byte and {cheap['wall_s_per_sample'] / ar[0]['wall_s_per_sample']:.2f}x "
+               f"its wall time.")
+  for mode in ('ar', 'parallel'):
+    conf = [r for r in rows if r['sampler'] == 'confidence' and r.get('decoder_mode') == mode]
+    if len(conf) > 1 and len({round(r['gen_bpb'], 9) for r in conf}) == 1:
+      out.append(f"The confidence sampler ({mode}) drew the same samples at every threshold "
+                 f"({conf[0]['steps_taken']:.1f} steps): no slot's first-symbol probability "
+                 f"reached the lowest threshold, so it revealed one slot per step, the minimum "
+                 f"(entropy patches start where the next byte is hard to predict, so a first "
+                 f"symbol is rarely likely).")
+  return out
 
 
 def define_flags():
@@ -272,11 +337,31 @@ def define_flags():
   flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
                       'Run directory, shared with bench/likelihood.py (finished runs are reused).')
   flags.DEFINE_string('out', str(RESULTS / 'sampling.json'), 'Results JSON.')
+  flags.DEFINE_bool('from_json', False, 'Measure nothing: recompute the frontier, the notes, the '
+                    'plots and BENCHMARKS.md from the rows already in --out.')
+
+
+def summarize(out: dict, out_path: Path):
+  """The computed parts of the JSON (frontier, notes), the plots and the report."""
+  rows = [r for r in out['rows'] if r['system'] != 'data']
+  data = next(r for r in out['rows'] if r['system'] == 'data')
+  out['frontier'] = headline(rows, data, out['settings'])
+  out['notes'] = notes(out)
+  out['headline'] = short_headline(out)
+  out_path.write_text(json.dumps(out, indent=1))
+  sampling_plots.plot(rows, data, out_path.with_name(out_path.stem + '_flops.png'),
+                      out_path.with_name(out_path.stem + '_wall.png'))
+  if out_path.parent == RESULTS:
+    report.write()
+  print(out['notes'])
 
 
 def main(argv):
   del argv
   args = flags.FLAGS
+  if args.from_json:
+    summarize(json.loads(Path(args.out).read_text()), Path(args.out))
+    return
   settings = dict(SETTINGS[args.config])
   if args.scale is not None:
     settings['scale'] = args.scale
@@ -295,14 +380,7 @@ def main(argv):
                      dict(params=r['params'], train_flops=r['train_flops'], steps=r['steps'],
                           bpb=r['bpb']) for r in system_rows},
              train_seconds=round(train_s, 1), total_seconds=round(time.time() - begin, 1))
-  out['frontier'] = headline(rows, data, settings)
-  out['notes'] = notes(out)
-  out_path.write_text(json.dumps(out, indent=1))
-  sampling_plots.plot(rows, data, out_path.with_name(out_path.stem + '_flops.png'),
-                      out_path.with_name(out_path.stem + '_wall.png'))
-  if out_path.parent == RESULTS:
-    report.write()
-  print(out['notes'])
+  summarize(out, out_path)
   print(f"wrote {args.out} in {out['total_seconds']:.0f}s ({out['train_seconds']:.0f}s training)")
 
 

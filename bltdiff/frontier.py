@@ -13,6 +13,10 @@ A row is one system at one sampler setting, a dict with at least `gen_bpb`
 - The cost of a system at quality q: the cost at which its frontier first
   reaches gen-bpb ≤ q, interpolated linearly in (log cost, gen-bpb) between
   the last frontier point above q and the first one at or below it.
+- The baseline is given the benefit of the doubt: it reaches q at the
+  cheapest setting whose 95% interval (`gen_bpb_ci`) reaches q, i.e. every
+  setting that cannot be told apart from q counts as q (no interpolation).
+  Without intervals, the frontier rule above applies.
 - A speed-up at q: baseline cost at q / candidate cost at q. The headline uses
   q = the best gen-bpb the baseline reaches (its best setting, not its most
   expensive one).
@@ -55,6 +59,19 @@ def cost_at_quality(rows: list[dict], quality: float, cost: str):
   return None, None
 
 
+def cost_within_interval(rows: list[dict], quality: float, cost: str):
+  """(cost, row) of the cheapest row whose 95% interval reaches quality (its
+  lower end <= quality), the baseline's cost at q; rows without an interval
+  fall back to cost_at_quality. (None, None) if no row reaches it."""
+  if not all(r.get('gen_bpb_ci') for r in rows):
+    return cost_at_quality(rows, quality, cost)
+  reaching = [r for r in rows if r['gen_bpb_ci'][0] <= quality]
+  if not reaching:
+    return None, None
+  row = min(reaching, key=lambda r: (r[cost], r['gen_bpb']))
+  return row[cost], row
+
+
 def describe(row: dict) -> str:
   """A row's setting in a few words, e.g. 'bltdiff ar cached 16 steps'."""
   parts = [row['system']]
@@ -71,7 +88,7 @@ def speedup(baseline: list[dict], candidate: list[dict], quality: float) -> dict
   None if either system misses it on an axis."""
   out = {'quality': quality}
   for cost, name in (('flops_per_byte', 'flops'), ('wall_s_per_sample', 'wall')):
-    base_cost, base_row = cost_at_quality(baseline, quality, cost)
+    base_cost, base_row = cost_within_interval(baseline, quality, cost)
     cand_cost, cand_row = cost_at_quality(candidate, quality, cost)
     if base_cost is None or cand_cost is None:
       return None

@@ -52,3 +52,15 @@ def test_speedup_is_against_the_cheapest_setting_of_equal_quality():
 def test_matched_levels_are_reached_by_both():
   candidate = [row('bltdiff', 8, 5.2, 1e5, 0.05)]
   assert frontier.matched_quality_levels(BASE, candidate) == [5.3, 5.6]
+
+
+def test_baseline_settings_inside_the_interval_count_as_reaching_it():
+  # T=16's interval reaches 5.0, T=64's best point: the cheaper T=16 is byte
+  # MDLM's cost at 5.0 (the benefit of the doubt goes to the baseline).
+  with_ci = [dict(r, gen_bpb_ci=[r['gen_bpb'] - w, r['gen_bpb'] + w])
+             for r, w in zip(BASE, (0.1, 0.35, 0.05, 0.05))]
+  cost, r = frontier.cost_within_interval(with_ci, 5.0, 'flops_per_byte')
+  assert (cost, r['steps']) == (2e6, 16)
+  assert frontier.cost_within_interval(with_ci, 4.9, 'flops_per_byte') == (None, None)
+  candidate = [row('bltdiff', 8, 4.95, 1e5, 0.05)]
+  assert frontier.speedup(with_ci, candidate, 5.0)['flops_ratio'] == pytest.approx(20.0)
