@@ -41,13 +41,12 @@ RESULTS = REPO / 'bench' / 'results'
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from bltdiff import commands, flops  # noqa: E402
 from bltdiff.models import registry  # noqa: E402
-from bltdiff.training import state  # noqa: E402
+from bltdiff.training import checkpointing, state  # noqa: E402
 from configs import common  # noqa: E402
 
 sys.path.insert(0, str(REPO / 'bench'))
@@ -172,7 +171,7 @@ def train_systems(scale: float, workdir: str):
     runs[name] = str(work / name)
     metrics, train_s, eval_s = run_system(name, config, runs[name], steps)
     if not shared:
-      saved = ml_collections.ConfigDict(json.load(open(work / name / 'config.json')))
+      saved = checkpointing.load_config(str(work / name))  # paths resolved against the run
       shared = dict(prepared_dir=saved.data.prepared_dir,
                     entropy_model=saved.patching.entropy_model,
                     threshold=saved.patching.threshold)
