@@ -80,9 +80,11 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except (AttributeError, KeyError) as e:  # ml_collections: no such field
     field = str(e).strip('\'"')
-    given = [a.split('=')[0] for a in argv if a.startswith('--config.') and field in a]
-    name = given[0][2:] if given else field
-    sys.exit(f'error: {name}: no such config field (see the config file, or '
+    given = [a.split('=')[0] for a in argv
+             if a.startswith('--config.') and field in a.split('=')[0].split('.')]
+    if not given:
+      raise  # not an override: a bug in the config file itself shows as one
+    sys.exit(f'error: {given[0][2:]}: no such config field (see the config file, or '
              f'configs/common.py for every field)')
   except flags.Error as e:
     sys.exit(f'error: {e}')
