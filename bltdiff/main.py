@@ -7,6 +7,8 @@ train (default): trains, evaluates and writes samples periodically, resuming
   from the latest checkpoint in --workdir if there is one.
 eval: bits per byte of the latest checkpoint on the validation split.
 sample: samples from the latest checkpoint (see bltdiff/generate.py for flags).
+eval_task: targets for held-out pairs, scored (runs trained with data.format=pairs;
+  see bltdiff/eval_task.py for flags).
 
 Multi-process (multi-host) runs start the same command on every host, plus
   --distributed=auto                      TPU VM pods, SLURM, Open MPI (JAX detects them)
@@ -22,6 +24,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bltdiff import sample_flags  # noqa: F401  (defines the sampling flags)
+from bltdiff import task_flags  # noqa: F401  (defines the eval_task flags)
 from bltdiff import config_checks
 from bltdiff.errors import BltdiffError
 
@@ -31,7 +34,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
                                'Defaults to runs/<config file name>.')
 _STOP_AT = flags.DEFINE_integer('stop_at_step', None, 'Train: stop (with a checkpoint) after this '
                                 'step, keeping the schedule of train.num_steps; rerun to resume.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample'], 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'eval_task'], 'What to do.')
 # Multi-process (multi-host) runs; see bltdiff/distributed.py and launch/README.md.
 _DISTRIBUTED = flags.DEFINE_enum(
     'distributed', None, ['off', 'auto', 'explicit'],
@@ -86,6 +89,9 @@ def main(argv):
     elif _MODE.value == 'eval':
       from bltdiff import commands
       commands.evaluate(workdir)  # the trained run's own config decides
+    elif _MODE.value == 'eval_task':
+      from bltdiff import eval_task
+      eval_task.run_eval_task_command(workdir)  # the trained runs' own configs decide
     else:
       from bltdiff import generate
       generate.run_sample_command(workdir)
