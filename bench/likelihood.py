@@ -103,15 +103,19 @@ def step_flops_and_params(config):
           sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)))
 
 
-def run_system(name, config, workdir, steps):
-  """Trains with the project's trainer, then evaluates the final checkpoint."""
+def run_system(name, config, workdir, steps, max_warmup_fraction: float = 0.1):
+  """Trains with the project's trainer, then evaluates the final checkpoint
+  (an evaluation already written for that step is read back, not redone).
+  The warmup is at most max_warmup_fraction of the steps."""
   with config.unlocked():
     config.train.num_steps = steps
-    config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
+    config.train.warmup_steps = min(config.train.warmup_steps,
+                                     max(1, int(steps * max_warmup_fraction)))
   start = time.time()
   commands.train(config, workdir)
   train_s = time.time() - start
-  metrics = commands.evaluate(workdir)
+  done = Path(workdir) / f'eval_step_{steps}.json'
+  metrics = json.loads(done.read_text()) if done.exists() else commands.evaluate(workdir)
   return metrics, train_s, time.time() - start - train_s
 
 
@@ -185,10 +189,13 @@ def train_systems(scale: float, workdir: str):
   return rows, runs, shared
 
 
-SCALE = flags.DEFINE_float('scale', 1.0, 'Multiplies the training FLOP budget.')
-WORKDIR = flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
-                              'Where the runs are trained (finished runs are reused).')
-OUT = flags.DEFINE_string('out', str(RESULTS / 'likelihood.json'), 'Results JSON.')
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_float('scale', 1.0, 'Multiplies the training FLOP budget.')
+  flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
+                      'Where the runs are trained (finished runs are reused).')
+  flags.DEFINE_string('out', str(RESULTS / 'likelihood.json'), 'Results JSON.')
 
 
 def main(argv):
@@ -230,4 +237,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

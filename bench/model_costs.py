@@ -68,13 +68,16 @@ def costs(config, batch_size: int = 1) -> dict:
               num_slots=pc.num_slots, decoder_mode=config.model.decoder_mode)
 
 
-CONFIGS = flags.DEFINE_list('configs', list(DEFAULT_CONFIGS), 'Run config files (latent MDLM).')
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_list('configs', list(DEFAULT_CONFIGS), 'Run config files (latent MDLM).')
 
 
 def main(argv):
   del argv
   rows = {}
-  for path in CONFIGS.value:
+  for path in flags.FLAGS.configs:
     rows[path] = costs(load_config(path))
     r = rows[path]
     p = r['params']
@@ -89,4 +92,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

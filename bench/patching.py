@@ -95,12 +95,15 @@ def plot(path: Path, rows: list[dict], histograms: dict, trace: dict) -> None:
   plt.close(fig)
 
 
-flags.DEFINE_string('entropy_model', None, 'Workdir of a trained byte_ar run (default: train one).')
-flags.DEFINE_integer('train_steps', 300, 'Steps of the entropy model trained here.')
-flags.DEFINE_integer('sample_bytes', 96_000, 'Bytes of the corpus sample.')
-flags.DEFINE_float('target_mean', 4.5, 'Target mean bytes per patch.')
-flags.DEFINE_integer('max_patch_len', 8, 'Longest patch.')
-flags.DEFINE_integer('seq_len', 1024, 'Packed row length.')
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_string('entropy_model', None, 'Workdir of a trained byte_ar run (default: train one).')
+  flags.DEFINE_integer('train_steps', 300, 'Steps of the entropy model trained here.')
+  flags.DEFINE_integer('sample_bytes', 96_000, 'Bytes of the corpus sample.')
+  flags.DEFINE_float('target_mean', 4.5, 'Target mean bytes per patch.')
+  flags.DEFINE_integer('max_patch_len', 8, 'Longest patch.')
+  flags.DEFINE_integer('seq_len', 1024, 'Packed row length.')
 
 
 def main(argv) -> None:
@@ -190,4 +193,5 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -138,14 +138,17 @@ def plot(rows, path):
   fig.savefig(path, dpi=110)
 
 
-flags.DEFINE_enum('preset', 'cpu', ['cpu', 'accelerator'], 'Model sizes: demo or OpenWebText.')
-flags.DEFINE_integer('batch_per_device', None, 'Default: 8 (cpu preset: 8 in all).')
-flags.DEFINE_integer('steps', None, 'Timed steps (cpu 5, else 20).')
-flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s per device; default: the table by device kind.')
-flags.DEFINE_string('dtype', None, 'Override model.dtype (float32/bfloat16).')
-flags.DEFINE_list('systems', ['byte_mdlm', 'latent_mdlm'], 'Systems to measure.')
-flags.DEFINE_string('out', str(ROOT / 'bench' / 'results' / 'train_throughput.json'),
-                    'Results JSON.')
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_enum('preset', 'cpu', ['cpu', 'accelerator'], 'Model sizes: demo or OpenWebText.')
+  flags.DEFINE_integer('batch_per_device', None, 'Default: 8 (cpu preset: 8 in all).')
+  flags.DEFINE_integer('steps', None, 'Timed steps (cpu 5, else 20).')
+  flags.DEFINE_float('peak_flops', 0.0, 'Peak FLOP/s per device; default: the table by device kind.')
+  flags.DEFINE_string('dtype', None, 'Override model.dtype (float32/bfloat16).')
+  flags.DEFINE_list('systems', ['byte_mdlm', 'latent_mdlm'], 'Systems to measure.')
+  flags.DEFINE_string('out', str(ROOT / 'bench' / 'results' / 'train_throughput.json'),
+                      'Results JSON.')
 
 
 def main(argv):
@@ -186,4 +189,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

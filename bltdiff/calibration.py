@@ -99,6 +99,17 @@ def length_stats(lengths: np.ndarray) -> dict:
   )
 
 
+def mean_patch_bytes(tokens: np.ndarray, entropies: np.ndarray | None, valid: np.ndarray,
+                     fields: dict, config: patching.PatchConfig) -> float:
+  """Bytes per patch of config with the calibrated `fields` (calibrate's
+  result) on packed documents [rows, seq_len]: how the calibration holds up on
+  data it was not fitted on."""
+  config = dataclasses.replace(patching.PatchConfig.from_config(config),
+                               **{k: fields[k] for k in ('threshold', 'monotonic_threshold',
+                                                         'static_size')})
+  return length_stats(patch_lengths(tokens, entropies, valid, config))['mean_patch_bytes']
+
+
 def calibrate(tokens: np.ndarray, entropies: np.ndarray | None, valid: np.ndarray,
               config: patching.PatchConfig, target_mean: float, *,
               rel_tol: float = 0.002, max_iter: int = 60) -> dict:
@@ -165,8 +176,11 @@ def calibrate(tokens: np.ndarray, entropies: np.ndarray | None, valid: np.ndarra
 
 
 def read_prepared_sample(prepared_dir: str, max_bytes: int, *, with_entropies: bool,
-                         split: str = 'train'):
-  """Whole documents of a prepared split, in stored order, up to max_bytes.
+                         split: str = 'train', seed: int = 0):
+  """Whole documents of a prepared split, drawn uniformly at random without
+  replacement (numpy generator seeded with `seed`) until max_bytes: the stored
+  order follows the input files, so its first documents are one or two files
+  of a corpus, not the corpus.
 
   Uses the entropies stored in the shards (data_prep --entropy_model), so no
   model runs here. A directory of pairs gives its sources and targets as the
@@ -177,8 +191,8 @@ def read_prepared_sample(prepared_dir: str, max_bytes: int, *, with_entropies: b
                                        split=split)
   source = pipeline.DocumentSource(prepared_dir, split, with_entropies=with_entropies)
   tokens, ents, total = [], [], 0
-  for i in range(len(source)):
-    doc = source[i]
+  for i in np.random.default_rng(seed).permutation(len(source)):
+    doc = source[int(i)]
     tokens.append(doc['tokens'].astype(np.int32))
     if with_entropies:
       ents.append(doc['entropies'].astype(np.float32))

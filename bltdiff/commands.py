@@ -8,12 +8,15 @@ import jax
 
 from bltdiff import sharding
 from bltdiff import data_chain
-from bltdiff.training import evaluation, loop, restore, steps
+from bltdiff.training import (checkpointing, evaluation, export as inference_export, loop,
+                              restore, steps)
 
 
 def train(config, workdir: str, stop_at_step: int | None = None):
   """Resolves the run's data chain, then trains (resuming from workdir).
-  Returns the final TrainState."""
+  Returns the final TrainState. A config that cannot resume the run already in
+  workdir stops first, before any data work."""
+  checkpointing.check_resumable(config, workdir)
   config = data_chain.prepare_run_data(config, workdir)
   return loop.train_and_evaluate(config, workdir, stop_at_step=stop_at_step)
 
@@ -34,3 +37,15 @@ def evaluate(workdir: str) -> dict:
     with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
       json.dump(metrics, f, indent=2)
   return metrics
+
+
+def export(workdir: str, export_dir: str, dtype: str = 'float32') -> dict:
+  """Writes the latest checkpoint of the run in workdir as an inference export
+  (bltdiff/training/export.py) and prints what it holds. Returns its metadata."""
+  metadata = inference_export.write_export(workdir, export_dir, dtype)
+  if jax.process_index() == 0:
+    ent = ' and its entropy model' if metadata['entropy_model'] else ''
+    print(f'exported step {metadata["step"]} of {workdir} ({metadata["weights"]} weights in '
+          f'{dtype}{ent}) to {export_dir}; sample with: python -m bltdiff.main --mode=sample '
+          f'--checkpoint={export_dir}')
+  return metadata

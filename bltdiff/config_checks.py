@@ -61,6 +61,8 @@ def validate(config, num_batch_shards: int = 1):
            f'devices the batch is split over (processes x mesh.data x mesh.fsdp)')
   _require(t.learning_rate > 0, f'train.learning_rate: must be positive, got {t.learning_rate}')
   _positive_int(config, 'train.warmup_steps', allow_zero=True)
+  _require(isinstance(t.ema_rate, (int, float)) and 0.0 <= t.ema_rate < 1.0,
+           f'train.ema_rate: must be in [0, 1) (0 = no EMA), got {t.ema_rate!r}')
   for field in ('log_every', 'eval_every', 'sample_every', 'checkpoint_every', 'eval_batches',
                 'keep_checkpoints', 'grad_accum_steps'):
     _positive_int(config, f'train.{field}')

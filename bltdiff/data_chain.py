@@ -20,6 +20,7 @@ import os
 
 import jax
 import numpy as np
+from absl import logging
 
 from bltdiff import calibration, patching
 from bltdiff.data import pair_batches, pipeline
@@ -79,20 +80,34 @@ def calibrate_patcher(config, prepared_dir: str, workdir: str, use_entropies: bo
   p = config.patching
   path = os.path.join(workdir, 'calibration.json')
   key = dict(target_mean=float(p.calibrate_target_mean), mode=p.mode,
-             max_patch_len=int(p.max_patch_len), prepared_dir=os.path.abspath(prepared_dir),
-             seq_len=int(config.data.seq_len))
+             max_patch_len=int(p.max_patch_len),
+             prepared_dir=checkpointing.relative_to_run(prepared_dir, workdir),
+             seq_len=int(config.data.seq_len), sample='uniform', seed=int(config.seed))
   if os.path.exists(path):
     with open(path) as f:
       cached = json.load(f)
     if cached.get('key') == key:
       return cached
-  tokens, ents = calibration.read_prepared_sample(prepared_dir, int(p.calibrate_bytes),
-                                                  with_entropies=use_entropies)
-  if ents is None:
-    ents = [np.zeros(len(t), np.float32) for t in tokens]
-  tok, ent, valid = calibration.pack_documents(tokens, ents, int(config.data.seq_len))
-  result = calibration.calibrate(tok, ent, valid, patching.PatchConfig.from_config(p),
-                                 float(p.calibrate_target_mean))
+  patch_config = patching.PatchConfig.from_config(p)
+
+  def packed(split):
+    tokens, ents = calibration.read_prepared_sample(
+        prepared_dir, int(p.calibrate_bytes), with_entropies=use_entropies, split=split,
+        seed=config.seed)
+    if not tokens:
+      return None
+    if ents is None:
+      ents = [np.zeros(len(t), np.float32) for t in tokens]
+    return calibration.pack_documents(tokens, ents, int(config.data.seq_len))
+
+  result = calibration.calibrate(*packed('train'), patch_config, float(p.calibrate_target_mean))
+  # The same sample size from the validation split: does the mean hold off the fitted data?
+  validation = packed('validation')
+  result['validation_mean_patch_bytes'] = None if validation is None else (
+      calibration.mean_patch_bytes(*validation, result, patch_config))
+  logging.info('patcher calibrated on a random sample of the train split: %.3f bytes per patch '
+               '(target %.3f); on the validation split: %s', result['mean_patch_bytes'],
+               result['target_mean'], result['validation_mean_patch_bytes'])
   result['key'] = key
   os.makedirs(workdir, exist_ok=True)
   with open(path, 'w') as f:

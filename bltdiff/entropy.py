@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bltdiff import vocab
+from bltdiff import flops, vocab
 
 BOUNDARY_ENTROPY = 1e4  # sentinel at BOUNDARY positions; fits float16 (max 65504)
 
@@ -135,6 +135,14 @@ class EntropyModel:
     for (b, s, e), h in zip(segments, ents):
       out[b, s:e] = h
     return out
+
+  def scoring_flops(self, doc_lengths) -> float:
+    """FLOPs of scoring documents of these lengths (`__call__`): one model
+    call per batch of batch_size chunk rows (`bltdiff.flops`)."""
+    rows = sum(len(plan_chunks(n, self.chunk_len, self.overlap)) for n in doc_lengths if n)
+    batches = -(-rows // self.batch_size)
+    tokens = jax.ShapeDtypeStruct((self.batch_size, self.chunk_len), jnp.int32)
+    return batches * flops.count(self._rows_entropy, self.params, tokens)
 
   def throughput(self, num_batches: int = 3) -> float:
     """Bytes scored per second (after compilation) on full random rows."""

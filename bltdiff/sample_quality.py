@@ -35,41 +35,69 @@ def repeated_ngram_fraction(samples: list[bytes], n: int = 8) -> float:
   return repeats / total if total else 0.0
 
 
-def evaluator_bpb(model: byte_ar.ByteARModel, params, sequences, seq_len: int,
-                  batch_size: int = 16) -> float:
-  """Bits per byte of token sequences (ints in [0, NUM_DATA_SYMBOLS)) under an
-  AR evaluator, each scored on its own from a document start, in windows of
-  seq_len symbols. Document-boundary symbols inside a sample are scored and
-  counted like bytes, as in training; the same holds for the data's own row."""
-  rows = []
-  for seq in sequences:
+def evaluator_nll(model: byte_ar.ByteARModel, params, sequences, seq_len: int,
+                  batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+  """Per sequence: (NLL in nats [n], scored symbols [n]) of token sequences
+  (ints in [0, NUM_DATA_SYMBOLS)) under an AR evaluator. Each sequence is
+  scored on its own from a document start, in windows of seq_len symbols.
+  Document-boundary symbols inside a sample are scored and counted like
+  bytes, as in training; the same holds for the data's own rows."""
+  rows = []  # (sequence index, window)
+  for index, seq in enumerate(sequences):
     toks = np.asarray(seq, np.int32)
-    for start in range(0, max(len(toks), 1), seq_len):
-      chunk = toks[start:start + seq_len]
-      if len(chunk):
-        rows.append(chunk)
-  total_nll, total_symbols = 0.0, 0
+    for start in range(0, len(toks), seq_len):
+      rows.append((index, toks[start:start + seq_len]))
+  nll = np.zeros(len(sequences), np.float64)
+  symbols = np.zeros(len(sequences), np.int64)
   score = _scorer(model)
   for i in range(0, len(rows), batch_size):
     group = rows[i:i + batch_size]
     tokens = np.full((batch_size, seq_len), vocab.BOUNDARY, np.int32)
     valid = np.zeros((batch_size, seq_len), bool)
-    for r, row in enumerate(group):
+    for r, (_, row) in enumerate(group):
       tokens[r, :len(row)] = row
       valid[r, :len(row)] = True
-    nll = np.asarray(score(params, jnp.asarray(tokens)))
-    total_nll += float(nll[valid].sum())
-    total_symbols += int(valid.sum())
-  return total_nll / max(total_symbols, 1) / math.log(2.0)
+    row_nll = np.where(valid, np.asarray(score(params, jnp.asarray(tokens))), 0.0).sum(-1)
+    for r, (index, row) in enumerate(group):
+      nll[index] += row_nll[r]
+      symbols[index] += len(row)
+  return nll, symbols
+
+
+def evaluator_bpb(model: byte_ar.ByteARModel, params, sequences, seq_len: int,
+                  batch_size: int = 16) -> float:
+  """Bits per byte of all the sequences together under the evaluator (their
+  summed NLL over their summed length; see `evaluator_nll`)."""
+  nll, symbols = evaluator_nll(model, params, sequences, seq_len, batch_size)
+  return float(nll.sum() / max(symbols.sum(), 1) / math.log(2.0))
+
+
+def bootstrap_interval(nll, symbols, num_resamples: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+  """Percentile bootstrap interval of the ratio sum(nll) / sum(symbols) / ln 2
+  (bits per byte), resampling whole samples with replacement (seeded)."""
+  nll, symbols = np.asarray(nll, np.float64), np.asarray(symbols, np.float64)
+  if len(nll) < 2:
+    value = float(nll.sum() / max(symbols.sum(), 1) / math.log(2.0))
+    return value, value
+  rng = np.random.default_rng(seed)
+  picks = rng.integers(0, len(nll), (num_resamples, len(nll)))
+  ratios = nll[picks].sum(-1) / np.maximum(symbols[picks].sum(-1), 1) / math.log(2.0)
+  low, high = np.percentile(ratios, [50 * (1 - level), 50 * (1 + level)])
+  return float(low), float(high)
 
 
 def quality_row(samples, evaluator, evaluator_params, seq_len: int) -> dict:
   """Quality figures of samples: a list of token arrays [n_i] (bytes and BOUNDARY;
-  PAD, which marks where a shorter sample ended, is dropped first)."""
+  PAD, which marks where a shorter sample ended, is dropped first). gen_bpb is
+  the evaluator's bits per byte over all samples, gen_bpb_ci its 95% bootstrap
+  interval over samples."""
   samples = [np.asarray(s)[np.asarray(s) < vocab.NUM_DATA_SYMBOLS] for s in samples]
   as_bytes = [text.to_bytes(s) for s in samples]
+  nll, symbols = evaluator_nll(evaluator, evaluator_params, samples, seq_len)
   return {
-      'gen_bpb': evaluator_bpb(evaluator, evaluator_params, samples, seq_len),
+      'gen_bpb': float(nll.sum() / max(symbols.sum(), 1) / math.log(2.0)),
+      'gen_bpb_ci': list(bootstrap_interval(nll, symbols)),
       'unigram_entropy': unigram_entropy_bits(as_bytes),
       'repeat_8gram': repeated_ngram_fraction(as_bytes, 8),
       'sample_bytes': float(np.mean([len(s) for s in samples])) if samples else 0.0,

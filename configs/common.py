@@ -53,6 +53,11 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
       log_every=50, eval_every=200, eval_batches=8,
       eval_t_samples=4,  # draws of t per eval batch (the bound is Monte Carlo)
       sample_every=200, checkpoint_every=200, keep_checkpoints=2,
+      # EMA of the parameters for eval, samples and export (bltdiff.training.ema);
+      # 0 = off. Off by default: its horizon 1/(1 − r) must be well under the run's
+      # length, and MD4's 0.9999 averages over ~10k steps, so a 400-step demo run
+      # would sample from nearly its initialization. Long runs set it (owt.py).
+      ema_rate=0.0,
       peak_flops_per_device=0.0)  # 0 = from the device kind (bltdiff.training.mfu)
   c.update(overrides)
   return ml_collections.ConfigDict(c)

@@ -38,7 +38,8 @@ def get_config():
       train=common.train_config(
           batch_size=256, num_steps=100_000, learning_rate=3e-4, warmup_steps=2500,
           weight_decay=0.1, b2=0.95, log_every=100, eval_every=5000, eval_batches=64,
-          sample_every=10_000, checkpoint_every=2500, keep_checkpoints=3),
+          sample_every=10_000, checkpoint_every=2500, keep_checkpoints=3,
+          ema_rate=0.9999),  # MD4's EMA: a ~10k-step horizon, a tenth of the run
       sample=common.sample_config(steps=1024, num_samples=8),
       # 4096 / 4.5 ≈ 910 patches on average; 1024 slots leave room for harder text.
       patching=common.patching_config(num_slots=1024, calibrate_bytes=1 << 24),

@@ -79,6 +79,9 @@ def main(argv):
   except DataError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+  except OSError as e:  # a full disk, a file that vanished, permissions: one line, not a traceback
+    print(f'error: {e.filename or FLAGS.out}: {e.strerror or e}', file=sys.stderr)
+    sys.exit(2)
   noun = mf.count_key(FLAGS.format)
   for split, s in manifest['splits'].items():
     print(f'{split}: {s[noun]} {noun}, {s["bytes"]} bytes, {len(s["shards"])} shards')

@@ -188,6 +188,21 @@ class _SplitWriter:
             'bytes': sum(s['bytes'] for s in self.shards), 'shards': self.shards}
 
 
+def _check_split_sizes(writers: dict, validation_fraction: float, data_format: str) -> None:
+  """A split the fraction asks for must hold something: an empty train or
+  validation split fails far from its cause (no batch to train or evaluate on).
+  Raised before the manifest is written, so the directory stays incomplete."""
+  sizes = {s: w.summary() for s, w in writers.items()}
+  noun = mf.count_key(data_format)
+  wanted = [s for s, asked in (('train', validation_fraction < 1), ('validation', validation_fraction > 0))
+            if asked and sizes[s]['bytes'] == 0]
+  if wanted:
+    counts = ', '.join(f'{s}: {sizes[s][noun]} {noun} ({sizes[s]["bytes"]} bytes)' for s in sizes)
+    raise DataError(f'the {" and ".join(wanted)} split{"s are" if len(wanted) > 1 else " is"} empty '
+                    f'({counts}; validation_fraction={validation_fraction}): give more input or '
+                    f'change --validation_fraction')
+
+
 def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text', paths: str | Sequence[str] = (),
             data_files: str | Sequence[str] = (), validation_fraction: float = 0.05,
             shard_bytes: int = DEFAULT_SHARD_BYTES, doc_bytes: int = sources.DEFAULT_DOC_BYTES,
@@ -233,6 +248,8 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
     out.mkdir(parents=True, exist_ok=True)
   except OSError as e:
     raise DataError(f'{out}: cannot create output directory ({e.strerror})') from None
+  if not os.access(out, os.W_OK):
+    raise DataError(f'{out}: output directory is not writable')
   if (out / mf.MANIFEST).exists():
     if mf.read_json(out / mf.MANIFEST).get('params') == params:
       logging.info('prepare: %s is already complete', out)
@@ -253,6 +270,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
   for w in writers.values():
     w.flush()
   progress.log()
+  _check_split_sizes(writers, validation_fraction, data_format)
   logging.info('prepare: shards written %d, skipped (already done) %d',
                sum(w.written for w in writers.values()), sum(w.skipped for w in writers.values()))
   manifest = {'format_version': mf.format_version(data_format), 'source': source, 'params': params,

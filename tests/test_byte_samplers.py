@@ -11,7 +11,7 @@ import pytest
 from bltdiff import vocab
 from bltdiff.errors import ConfigError
 from bltdiff.models import byte_mdlm
-from bltdiff.sampling import categorical, loops, rules
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import Schedule
 from configs import common
@@ -131,27 +131,29 @@ def test_ancestral_marginals_match_a_known_distribution():
   assert chi2 < 16.27, (counts, expected)  # 3 dof, p = 0.001
 
 
-def toy_adaptive_steps(probs, alpha=0.5, min_steps=2, max_steps=64, units=32):
+def toy_adaptive_steps(probs, alpha=0.1, min_steps=2, max_steps=64, units=32):
   """Steps the entropy-adaptive sampler takes when every unit has the
   distribution `probs` (fixed, so its entropy is known)."""
   lp = jnp.full((1, units, vocab.NUM_DATA_SYMBOLS), -jnp.inf).at[..., :len(probs)].set(
       jnp.log(jnp.asarray(probs)))
-  choose = rules.entropy_adaptive_select(alpha, min_steps, max_steps)
+  options = SamplerOptions(sampler='adaptive', adaptive_alpha=alpha, min_steps=min_steps,
+                           steps=max_steps)
 
   def run(key):
-    return loops.sample_adaptive(key, jnp.full((1, units), vocab.MASK, jnp.int32),
-                                 fixed(lp), choose=choose, max_steps=max_steps,
-                                 uses_entropy=True, uses_confidence=False)
+    return registry.run(fixed(lp), key, jnp.full((1, units), vocab.MASK, jnp.int32), options)
 
   tokens, stats = categorical.run_with_x64(jax.jit(run), jax.random.PRNGKey(0))
   assert not (np.asarray(tokens) == vocab.MASK).any()
   return int(stats.steps)
 
 
-def test_adaptive_takes_fewer_steps_on_low_entropy():
-  easy = toy_adaptive_steps([0.97, 0.01, 0.01, 0.01])
-  hard = toy_adaptive_steps([1 / 16] * 16)
-  assert 2 <= easy < hard <= 64, (easy, hard)
+def test_adaptive_takes_the_planned_steps():
+  """T = clip(ceil(alpha * H), min, max) with H the summed entropy of the units."""
+  easy_h = -sum(p * np.log(p) for p in [0.97, 0.01, 0.01, 0.01]) * 32  # ~5.4 nats
+  hard_h = np.log(16) * 32  # ~88.7 nats
+  assert toy_adaptive_steps([0.97, 0.01, 0.01, 0.01]) == max(2, int(np.ceil(0.1 * easy_h)))
+  assert toy_adaptive_steps([1 / 16] * 16) == int(np.ceil(0.1 * hard_h))
+  assert toy_adaptive_steps([1 / 16] * 16, alpha=10.0) == 32  # capped: one unit per step
 
 
 def test_adaptive_and_confidence_respect_prompt_and_suffix(model_and_params):

@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({'train.batch_size': 0}, 'train.batch_size'),
     ({'model.schedule': 'quadratic'}, 'model.schedule'),
     ({'sample.top_p': 1.5}, 'sample.top_p'),
+    ({'train.ema_rate': 1.0}, 'train.ema_rate'),
 ])
 def test_bad_value_names_the_field(make_config, overrides, field):
   with pytest.raises(ConfigError) as err:

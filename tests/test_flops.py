@@ -9,7 +9,6 @@ import optax
 import pytest
 
 from bltdiff import flops, layers
-from bltdiff.latent import local_decoder
 
 # A primitive count() does not know warns; in these tests that is a failure.
 pytestmark = pytest.mark.filterwarnings('error:bltdiff.flops')
@@ -167,23 +166,22 @@ def test_agrees_with_xla_without_loops():
 
 
 @pytest.mark.parametrize('top_p', [1.0, 0.9])
-def test_ar_sample_pays_for_every_decoder_pass(top_p):
-  L, rows, cond_dim = 8, 32, 64  # configs/demo.py's decoder
-  decoder = local_decoder.ARDecoder(dim=64, num_layers=1, num_heads=2, mlp_dim=192)
-  cond, inputs = spec(rows, cond_dim), spec(rows, L + 1, dtype=jnp.int32)
-  params = abstract_params(decoder, cond, inputs)
-  key = jax.random.PRNGKey(0)
-  one_pass = flops.count(decoder.apply, params, cond, inputs)
-
-  def sample(params, key, cond):
-    apply_fn = lambda c, x: decoder.apply(params, c, x)
-    return local_decoder.ar_sample(apply_fn, key, cond, L, top_p)
-
+def test_cached_patch_draw_costs_about_one_decoder_pass(top_p):
+  """The `ar` local decoder draws with a key/value cache: L+1 one-position
+  steps (a scan, counted L+1 times) cost about one teacher-forced pass over
+  the L+1 positions, plus the draw itself (top-p, Gumbel noise, argmax)."""
+  from bltdiff.latent.diffusion import LatentMDLM
+  from configs import common
+  L, rows = 8, 32  # configs/demo.py's decoder: 64 wide, 1 layer, patches of <= 8 bytes
+  model = LatentMDLM(common.latent_model(), common.patching_config(max_patch_len=L))
+  params = abstract_params(model.net, spec(1, 4, L, dtype=jnp.int32),
+                           spec(1, 4, dtype=jnp.int32), spec(1, 4, dtype=jnp.bool_))['params']
+  cond, inputs = spec(rows, 64), spec(rows, L + 1, dtype=jnp.int32)
+  one_pass = flops.count(model.ar_decoder_log_probs, params, cond, inputs)
   with jax.enable_x64(True):  # as categorical.run_with_x64 traces it
-    total = flops.count(sample, params, key, cond)
-  # L + 1 full passes, plus the draw (top-p, Gumbel noise, argmax) on [rows, 259] a step.
-  assert (L + 1) * one_pass <= total <= 1.02 * (L + 1) * one_pass, total / one_pass
-  assert flops.count(sample, params, key, cond) == total  # dtypes never change a count
+    draw = flops.count(lambda p, k, c: model.decoder.draw(p, k, c, top_p)[0], params,
+                       jax.random.PRNGKey(0), cond)
+  assert one_pass <= draw <= 1.6 * one_pass, draw / one_pass
 
 
 def test_training_step_costs_about_three_forwards():

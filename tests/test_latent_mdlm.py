@@ -137,18 +137,6 @@ def test_sampled_patches_end_and_lengths(model_and_params):
   assert np.all(out[~inside] == vocab.PAD)
 
 
-def test_ar_end_of_patch_is_drawn():
-  """With END_OF_PATCH made likely, AR draws stop early, at the end symbol."""
-  rows = 64
-  def apply_fn(cond, inputs):
-    logits = jnp.zeros((rows, L + 1, local_decoder.DEC_VOCAB)).at[..., vocab.END_OF_PATCH].set(10.0)
-    return local_decoder.ar_constrain(logits)
-  out, lengths = local_decoder.ar_sample(apply_fn, jax.random.PRNGKey(0), jnp.zeros((rows, 4)), L)
-  out, lengths = np.asarray(out), np.asarray(lengths)
-  assert lengths.min() == 1 and lengths.max() <= L and np.mean(lengths == 1) > 0.5
-  assert np.all(out[np.arange(L) >= lengths[:, None]] == vocab.PAD)
-
-
 def toy_data(rng, rows):
   """Rows of 2 static patches of 2 bytes, each patch iid from a fixed
   distribution over 4 patches. Exact NLL = 2·H(q) nats per row."""

@@ -65,7 +65,7 @@ def test_visible_slots_never_change_and_no_mask_is_left(ar_model):
   prefix = (np.full((2, 6), vocab.PAD, np.int32), np.array([3, 2], np.int32))
   prefix[0][0, :3] = [72, 105, 32]
   prefix[0][1, :2] = [111, 107]
-  state = latent_sampling.initial_state(3, 12, 6, prefix, None, gap_slots=7)
+  state = latent_sampling.initial_state(3, 12, 6, 32, prefix, None, gap_slots=7)
   for sampler in SAMPLERS:
     run = latent_sampling.compiled_sampler(model, options(sampler=sampler, steps=5), False)
     final, _ = categorical.run_with_x64(run, params, jax.random.PRNGKey(0),

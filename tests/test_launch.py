@@ -495,7 +495,8 @@ def test_prepare_run_prepares_the_configs_data(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
   proc = subprocess.run([sys.executable, 'launch/prepare_run.py', '--config=configs/byte_mdlm_demo.py',
-                         f'--workdir={workdir}', '--config.data.builtin_max_bytes=200000'],
+                         f'--workdir={workdir}', '--config.data.builtin_max_bytes=200000',
+                         '--config.data.validation_fraction=0.25'],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f'prepared: {workdir}/data' in proc.stdout

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bltdiff import sample_quality, vocab
 from bltdiff.models import byte_ar
@@ -37,3 +38,16 @@ def test_padding_is_not_scored():
   padded = sample_quality.quality_row([row], model, params, seq_len=8)
   clean = sample_quality.quality_row([row[:3]], model, params, seq_len=8)
   assert np.isfinite(padded['gen_bpb']) and padded == clean and padded['sample_bytes'] == 3
+
+
+def test_bootstrap_interval_covers_the_ratio_and_shrinks_with_samples():
+  rng = np.random.default_rng(0)
+  symbols = np.full(400, 256)
+  nll = rng.normal(2.0, 0.3, 400) * 256 * np.log(2.0)  # about 2 bits per byte per sample
+  low, high = sample_quality.bootstrap_interval(nll, symbols)
+  ratio = nll.sum() / symbols.sum() / np.log(2.0)
+  assert low < ratio < high and high - low < 0.1
+  low16, high16 = sample_quality.bootstrap_interval(nll[:16], symbols[:16])
+  assert high16 - low16 > 2 * (high - low)  # ~1/sqrt(n): 16 samples give a much wider one
+  assert sample_quality.bootstrap_interval(nll[:1], symbols[:1])[0] == pytest.approx(
+      nll[0] / 256 / np.log(2.0))

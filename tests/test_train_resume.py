@@ -1,6 +1,7 @@
 """Training end to end: bpb falls, samples are written, resume is bit-exact."""
 
 import glob
+import json
 import os
 
 import jax
@@ -50,3 +51,14 @@ def test_training_lowers_bpb_and_writes_samples(make_config, tmp_path):
   with sharding.activate(mesh):
     after = evaluation.evaluate(model, trained, config, prepared, mesh, eval_step)['eval_bpb']
   assert after < before - 1.0, (before, after)
+  # A run saved before train.ema_rate existed (no field in config.json, no
+  # ema_params in the checkpoint) still restores, without an EMA.
+  saved = os.path.join(workdir, 'config.json')
+  old = json.loads(open(saved).read())
+  del old['train']['ema_rate']
+  with open(saved, 'w') as f:
+    json.dump(old, f)
+  loaded = restore.load_for_inference(workdir)
+  assert loaded.config.train.ema_rate == 0.0
+  for x, y in zip(jax.tree.leaves(trained), jax.tree.leaves(loaded.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

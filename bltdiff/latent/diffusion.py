@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import sampling
-from bltdiff.latent.local_decoder import ar_inputs, ar_sample, parallel_sample
+from bltdiff.latent.decoding import PatchDecoder
 from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
 from bltdiff.models.contract import Model
 from bltdiff.sampling import categorical, registry
@@ -65,6 +65,7 @@ class LatentMDLM(Model):
     self.schedule = Schedule(model_config.schedule, model_config.schedule_eps)
     self.net = LatentDenoiser.from_config(model_config, self.patch_config.num_slots,
                                           self.patch_config.max_patch_len)
+    self.decoder = PatchDecoder(self.net)  # D's draws, for sampling
 
   @classmethod
   def from_config(cls, config):
@@ -101,6 +102,15 @@ class LatentMDLM(Model):
     return self._apply(params, patch_tokens, visible, slot_mask, dropout_key is None,
                        method=LatentDenoiser.denoise, rngs=rngs)
 
+  def encode_patches(self, params, patch_tokens):
+    """E alone on visible patches: [b, k, L] -> [b, k, D] (see network)."""
+    return self._apply(params, patch_tokens, method=LatentDenoiser.encode_patches)
+
+  def contextualize(self, params, enc, visible, slot_mask):
+    """T on encodings, invisible slots hidden: [b, P, D] -> conditions [b, P, D_dec]."""
+    return self._apply(params, enc, visible, slot_mask,
+                       method=lambda m, e, v, s: m.contextualize(m.hide(e, v), s))
+
   def patch_log_prob(self, params, cond, patch_tokens, lengths):
     """(log p(patch | h) [b, P], hits, valid [b, P, L+1]), D teacher-forced."""
     return self._apply(params, cond, patch_tokens, lengths, method=LatentDenoiser.patch_log_prob)
@@ -108,42 +118,22 @@ class LatentMDLM(Model):
   def count_log_probs(self, params):
     return self._apply(params, method=LatentDenoiser.count_log_probs)
 
-  def _decoder(self, params, fn, *args):
-    return self._apply(params, fn, *args, method=LatentDenoiser.decoder_apply)
-
   def ar_decoder_log_probs(self, params, cond_rows, inputs):
-    """The `ar` decoder on given inputs: cond [rows, D_dec], inputs [rows, L+1]
+    """The `ar` decoder teacher-forced: cond [rows, D_dec], inputs [rows, L+1]
     (START then bytes) -> log-probs [rows, L+1, DEC_VOCAB]."""
-    return self._decoder(params, lambda dec, c, x: dec(c, x), cond_rows, inputs)
+    return self._apply(params, lambda dec, c, x: dec(c, x), cond_rows, inputs,
+                       method=LatentDenoiser.decoder_apply)
 
   def propose(self, params, key, cond, top_p: float = 1.0):
     """D's draw for every slot: cond [b, P, D_dec] -> (bytes [b, P, L], lengths [b, P])."""
     b, p, d = cond.shape
-    rows, L = cond.reshape(b * p, d), self.patch_config.max_patch_len
-    if self.decoder_mode == 'ar':
-      out, lengths = ar_sample(lambda c, x: self.ar_decoder_log_probs(params, c, x),
-                               key, rows, L, top_p)
-    else:
-      out, lengths = parallel_sample(
-          lambda c: self._decoder(params, lambda dec, c: dec.first(c), c),
-          lambda c, x0: self._decoder(params, lambda dec, c, x0: dec.length(c, x0), c, x0),
-          lambda c, x0, n: self._decoder(params, lambda dec, *a: dec.rest(*a), c, x0, n),
-          key, rows, top_p)
-    return out.reshape(b, p, L), lengths.reshape(b, p)
+    out, lengths, _ = self.decoder.draw(params, key, cond.reshape(b * p, d), top_p)
+    return out.reshape(b, p, -1), lengths.reshape(b, p)
 
   def first_symbol_log_probs(self, params, cond):
-    """log-probs of each slot's first decoded symbol (first byte, or for `ar`
-    also the end symbol): cond [b, P, D_dec] -> [b, P, V]."""
+    """log-probs of each slot's first decoded symbol: cond [b, P, D_dec] -> [b, P, V]."""
     b, p, d = cond.shape
-    rows = cond.reshape(b * p, d)
-    if self.decoder_mode == 'ar':
-      # Causal: position 0 sees START alone; the blank rest only fixes the
-      # shape (ar_constrain reads the position of the forced end from it).
-      blank = jnp.full((b * p, self.patch_config.max_patch_len), vocab.PAD, jnp.int32)
-      lp = self.ar_decoder_log_probs(params, rows, ar_inputs(blank))[:, 0]
-    else:
-      lp = self._decoder(params, lambda dec, c: dec.first(c), rows)
-    return lp.reshape(b, p, -1)
+    return self.decoder.first_symbol_log_probs(params, cond.reshape(b * p, d)).reshape(b, p, -1)
 
   # --- parameters and the bound ------------------------------------------------
 
@@ -218,6 +208,12 @@ class LatentMDLM(Model):
     _, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked)
     byte_acc, patch_acc = accuracies(hits, valid, masked)
     return {'byte_acc': float(byte_acc), 'patch_acc': float(patch_acc)}
+
+  def sampler_adapter(self, params, top_p: float, num_samples: int, length: int):
+    P, L = self.patch_config.num_slots, self.patch_config.max_patch_len
+    state = jax.tree.map(jnp.asarray, sampling.initial_state(
+        num_samples, P, L, self.config.dim, enc_dtype=jnp.dtype(self.config.dtype)))
+    return sampling.SlotAdapter(self, params, top_p), state
 
   def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
              prefix=None, suffix=None, num_slots=None, gap_slots=None):

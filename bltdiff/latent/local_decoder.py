@@ -11,7 +11,8 @@ row, [batch * slots, ...], so p(patch_i | h_i) sees nothing but h_i.
   bidirectional pass given (h, x_0, length): conditionally independent.
 
 Decoder outputs use DEC_VOCAB = 259 symbols (bytes, BOUNDARY, [MASK never],
-END_OF_PATCH), indexed like bltdiff.vocab.
+END_OF_PATCH), indexed like bltdiff.vocab. Drawing patches from these modules
+is `bltdiff.latent.decoding`.
 """
 
 import flax.linen as nn
@@ -19,7 +20,6 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.sampling import categorical
 
 DEC_VOCAB = vocab.END_OF_PATCH + 1  # 259: MASK (257) is in range but never allowed
 START = vocab.MASK  # input symbol of the first decoder position (never a data byte)
@@ -45,36 +45,68 @@ def ar_inputs(patch_tokens):
   return jnp.concatenate([start, patch_tokens], axis=1)
 
 
-def ar_constrain(logits):
-  """logits [rows, L+1, DEC_VOCAB] -> log-probs that forbid MASK, forbid an
-  end at position 0 and force it at position L."""
-  L1 = logits.shape[-2]
+def _allowed_symbols(positions, last: int):
+  """bool [..., DEC_VOCAB] allowed at each position (int [...]): never MASK,
+  no end at position 0 (len >= 1), only the end at position `last` (len <= L)."""
   sym = jnp.arange(DEC_VOCAB)
-  j = jnp.arange(L1)[:, None]
-  allowed = (sym != vocab.MASK)[None, :]
-  allowed = allowed & ~((j == 0) & (sym == vocab.END_OF_PATCH)[None, :])
-  allowed = allowed & ~((j == L1 - 1) & (sym != vocab.END_OF_PATCH)[None, :])
+  j = positions[..., None]
+  allowed = (sym != vocab.MASK)
+  allowed = allowed & ~((j == 0) & (sym == vocab.END_OF_PATCH))
+  return allowed & ~((j == last) & (sym != vocab.END_OF_PATCH))
+
+
+def ar_constrain(logits):
+  """logits [rows, L+1, DEC_VOCAB] -> log-probs under the constraints of
+  `_allowed_symbols` (float32)."""
+  L1 = logits.shape[-2]
+  allowed = _allowed_symbols(jnp.arange(L1), L1 - 1)[None]
+  return jax.nn.log_softmax(jnp.where(allowed, logits.astype(jnp.float32), -1e30), axis=-1)
+
+
+def ar_constrain_at(logits, position, max_patch_len: int):
+  """logits [rows, DEC_VOCAB] of one position (int32 []) -> constrained log-probs."""
+  allowed = _allowed_symbols(position, max_patch_len)[None]
   return jax.nn.log_softmax(jnp.where(allowed, logits.astype(jnp.float32), -1e30), axis=-1)
 
 
 class ARDecoder(nn.Module):
-  """(cond [rows, cond_dim], inputs [rows, L+1]) -> log-probs [rows, L+1, DEC_VOCAB]."""
+  """(cond [rows, cond_dim], inputs [rows, L+1]) -> log-probs [rows, L+1, DEC_VOCAB].
+
+  With decode=True the same parameters run one position at a time (`step`)
+  with a key/value cache, so drawing a patch costs L+1 positions, not
+  (L+1)^2; the cache's length is fixed by an `init` call on [rows, L+1]."""
   dim: int
   num_layers: int
   num_heads: int
   mlp_dim: int
+  max_patch_len: int
   dtype: jnp.dtype = jnp.float32
+  decode: bool = False
 
-  @nn.compact
+  def setup(self):
+    self.embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype, name='embed')
+    self.cond = _cond_dense(self.dim, 'cond')
+    self.transformer = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
+                                          mlp_dim=self.mlp_dim, dtype=self.dtype,
+                                          decode=self.decode)
+    self.readout = layers.readout(DEC_VOCAB)
+
   def __call__(self, cond, inputs):
-    x = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype, name='embed')(inputs)
-    x = x + _cond_dense(self.dim, 'cond')(cond).astype(self.dtype)[:, None, :]
+    x = self.embed(inputs) + self.cond(cond).astype(self.dtype)[:, None, :]
     segments = jnp.ones(inputs.shape, jnp.int32)
     positions = jnp.broadcast_to(jnp.arange(inputs.shape[1], dtype=jnp.int32), inputs.shape)
     mask = layers.attention_mask(segments, segments, causal=True)
-    x = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
-                           mlp_dim=self.mlp_dim, dtype=self.dtype, name='transformer')(x, mask, positions)
-    return ar_constrain(layers.readout(DEC_VOCAB)(x))
+    x = self.transformer(x, mask, positions, segments=segments)
+    return ar_constrain(self.readout(x))
+
+  def step(self, cond, inputs, position):
+    """One cached position: cond [rows, cond_dim], inputs [rows, 1] (the symbol
+    before `position`: START at 0), position int32 [] -> log-probs [rows, DEC_VOCAB]."""
+    x = self.embed(inputs) + self.cond(cond).astype(self.dtype)[:, None, :]
+    segments = jnp.ones(inputs.shape, jnp.int32)
+    positions = jnp.full(inputs.shape, position, jnp.int32)
+    x = self.transformer(x, None, positions, segments=segments)
+    return ar_constrain_at(self.readout(x)[:, 0], position, self.max_patch_len)
 
 
 def ar_patch_log_prob(log_probs, patch_tokens, lengths):
@@ -84,31 +116,6 @@ def ar_patch_log_prob(log_probs, patch_tokens, lengths):
   lp = jnp.take_along_axis(log_probs, jnp.clip(targets, 0, DEC_VOCAB - 1)[..., None], -1)[..., 0]
   hits = (jnp.argmax(log_probs, -1) == targets) & valid
   return jnp.sum(jnp.where(valid, lp, 0.0), axis=-1), hits, valid
-
-
-def ar_sample(apply_fn, key, cond, max_patch_len: int, top_p: float = 1.0):
-  """Draws patches byte by byte: apply_fn(cond, inputs) -> log-probs.
-
-  cond [rows, D] -> (bytes [rows, L] with PAD after the end, lengths [rows]).
-  Each step reruns the tiny decoder on the whole row (L+1 positions): causal,
-  so the prefix's outputs are unchanged and no cache is needed at this size."""
-  rows, L = cond.shape[0], max_patch_len
-  inputs = jnp.full((rows, L + 1), vocab.PAD, jnp.int32).at[:, 0].set(START)
-
-  def step(carry, j):
-    inputs, length = carry
-    lp = apply_fn(cond, inputs)[:, j]  # [rows, DEC_VOCAB]
-    sym = categorical.gumbel_argmax(jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p))
-    ended = length >= 0
-    stop = ~ended & (sym == vocab.END_OF_PATCH)
-    length = jnp.where(stop, j, length)
-    byte = jnp.where(ended | stop, vocab.PAD, sym)
-    inputs = inputs.at[:, j + 1].set(byte, mode='drop')  # j = L writes nothing
-    return (inputs, length), None
-
-  init = (inputs, jnp.full((rows,), -1, jnp.int32))
-  (inputs, length), _ = jax.lax.scan(step, init, jnp.arange(L + 1, dtype=jnp.int32))
-  return inputs[:, 1:], length
 
 
 class ParallelDecoder(nn.Module):
@@ -179,16 +186,3 @@ def parallel_patch_log_prob(parts, patch_tokens, lengths):
       (jnp.argmax(rest, -1) == x)[:, 1:] & inside[:, 1:]], axis=1)
   valid = jnp.concatenate([jnp.ones((rows, 2), bool), inside[:, 1:]], axis=1)
   return total, hits, valid
-
-
-def parallel_sample(first_fn, length_fn, rest_fn, key, cond, top_p: float = 1.0):
-  """(bytes [rows, L] PAD after the end, lengths [rows]) in three draws."""
-  k1, k2, k3 = jax.random.split(key, 3)
-  draw = lambda k, lp: categorical.gumbel_argmax(k, categorical.top_p_filter(lp, top_p))
-  x0 = draw(k1, first_fn(cond))
-  lengths = draw(k2, length_fn(cond, x0)) + 1
-  rest = draw(k3, rest_fn(cond, x0, lengths))
-  L = rest.shape[1]
-  j = jnp.arange(L)[None, :]
-  out = jnp.where(j == 0, x0[:, None], rest)
-  return jnp.where(j < lengths[:, None], out, vocab.PAD).astype(jnp.int32), lengths

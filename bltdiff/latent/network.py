@@ -80,7 +80,7 @@ class LatentDenoiser(nn.Module):
     dec = dict(dim=self.dec_dim, num_layers=self.dec_layers, num_heads=self.dec_heads,
                mlp_dim=self.dec_mlp_dim, dtype=dtype)
     if self.decoder_mode == 'ar':
-      self.decoder = ARDecoder(**dec)
+      self.decoder = ARDecoder(max_patch_len=self.max_patch_len, **dec)
     else:
       self.decoder = ParallelDecoder(max_patch_len=self.max_patch_len, **dec)
     # p(S), S = number of filled slots in 0..P_max: one logit per value, scaled
@@ -93,7 +93,16 @@ class LatentDenoiser(nn.Module):
   def encode(self, patch_tokens, visible):
     """E: [b, P, L], visible bool [b, P] -> [b, P, D]."""
     blanked = jnp.where(visible[..., None], patch_tokens, vocab.PAD)
-    enc = self.encoder(blanked)
+    return self.hide(self.encoder(blanked), visible)
+
+  def encode_patches(self, patch_tokens):
+    """E alone on patches known to be visible: [b, k, L] -> [b, k, D]. Each
+    patch is encoded on its own, so a sampler can encode a slot once, when it
+    is revealed, and keep the result."""
+    return self.encoder(patch_tokens)
+
+  def hide(self, enc, visible):
+    """Invisible slots' encodings replaced by the learned mask vector: [b, P, D]."""
     return jnp.where(visible[..., None], enc, self.mask_vector.astype(enc.dtype))
 
   def contextualize(self, enc, slot_mask, deterministic=True):

@@ -6,14 +6,22 @@ The sampler state is a dict of patch slots:
   lengths   int32 [b, P]      their lengths (0 for masked / padding)
   masked    bool  [b, P]      still to generate
   slot_mask bool  [b, P]      slots in use (prompt + gap + suffix)
+  enc       float [b, P, D]   the local encoder's output of every visible slot
+  decoder_rows, encoder_rows  int32 []: slot rows the decoder / encoder ran on
 
-One step = one latent-network call (`denoise`: local encoder + latent
-transformer, the expensive part) and one draw of the local decoder for every
-slot (parallel across patches). The entropy-adaptive sampler ranks masked slots
-by the entropy of the decoder's first symbol (first byte, or end of patch): a
-patch starts at a high-entropy byte, so its first byte carries most of its
-uncertainty. The confidence sampler scores a drawn patch by its whole
-log-probability under the decoder.
+One step = one latent-network call and the local decoder on the slots it
+reveals. The local encoder sees each patch alone, so a slot is encoded once,
+when it becomes visible, and its encoding kept: a step's network call is the
+latent transformer over the kept encodings (masked slots get the mask
+vector), the same numbers `denoise` computes. The decoder and the encoder run
+only on the revealed slots' rows (`slot_gather`).
+
+Scores: the adaptive sampler plans each row's step count from the decoder's
+estimate of the entropy of every masked patch (summed along one draw of the
+whole patch; `decoding`) and ranks slots by the entropy of their first
+symbol; the confidence sampler reveals slots whose most likely first symbol
+is probable enough — a score of the prediction, not of one random draw, and
+with no preference for short patches.
 
 Prompts: the given bytes are patched with the run's own patcher (the entropy
 model for entropy modes) and stay visible as slots; generated slots follow. The
@@ -28,47 +36,76 @@ import numpy as np
 
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.sampling import categorical, registry
+from bltdiff.latent import slot_gather
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
+
+
+ENTROPY_ESTIMATE_KEY = 7  # the draw behind the adaptive plan (any fixed key: an estimate)
 
 
 class SlotAdapter(registry.ModelAdapter):
   """The sampler's view of latent MDLM (`bltdiff.sampling.registry.Adapter`):
-  a prediction is the decoder conditions [b, P, D_dec], a proposal a drawn
-  patch (bytes [b, P, L], lengths [b, P]) for every slot."""
+  a prediction is the decoder conditions [b, P, D_dec], a proposal the drawn
+  patches of the revealed slots."""
 
   def predict(self, st):
     visible = st['slot_mask'] & ~st['masked']
-    return self.model.denoise(self.params, st['tokens'], visible, st['slot_mask'])
+    return self.model.contextualize(self.params, st['enc'], visible, st['slot_mask'])
 
-  def propose(self, key, cond, st):
-    return self.model.propose(self.params, key, cond, self.top_p)
+  def propose(self, key, cond, st, unmask):
+    b, p, d = cond.shape
+    out, lengths, decoded = self.model.decoder.draw_revealed(
+        self.params, key, cond.reshape(b * p, d), unmask.reshape(-1), self.top_p)
+    return dict(tokens=out.reshape(b, p, -1), lengths=lengths.reshape(b, p), decoded=decoded)
 
   def commit(self, st, proposal, unmask):
-    out, lengths = proposal
-    return dict(st, tokens=jnp.where(unmask[..., None], out, st['tokens']),
-                lengths=jnp.where(unmask, lengths, st['lengths']),
-                masked=st['masked'] & ~unmask)
+    tokens = jnp.where(unmask[..., None], proposal['tokens'], st['tokens'])
+    enc, encoded = encode_revealed(self.model, self.params, tokens, unmask, st['enc'])
+    return dict(st, tokens=tokens, enc=enc,
+                lengths=jnp.where(unmask, proposal['lengths'], st['lengths']),
+                masked=st['masked'] & ~unmask,
+                decoder_rows=st['decoder_rows'] + proposal['decoded'],
+                encoder_rows=st['encoder_rows'] + encoded)
 
   def masked(self, st):
     return st['masked']
 
+  def _first_symbol(self, cond):
+    return self.model.first_symbol_log_probs(self.params, cond)
+
   def entropy_scores(self, cond, st):
     """Entropy (nats) of each slot's first decoded symbol [b, P]."""
-    return categorical.entropy_of(self.model.first_symbol_log_probs(self.params, cond))
+    return categorical.entropy_of(self._first_symbol(cond))
 
-  def confidence_scores(self, cond, proposal, st):
-    """log p(drawn patch | its latent) [b, P]."""
-    tokens, lengths = proposal
-    lp, _, _ = self.model.patch_log_prob(self.params, cond, tokens, jnp.maximum(lengths, 1))
-    return lp
+  def confidence_scores(self, cond, st):
+    """log-probability of each slot's most likely first symbol [b, P]."""
+    return jnp.max(self._first_symbol(cond), axis=-1)
+
+  def remaining_entropy(self, cond, st):
+    """Σ over masked slots of the decoder's estimate of the patch's entropy [b]."""
+    b, p, d = cond.shape
+    _, _, entropy = self.model.decoder.draw(
+        self.params, jax.random.PRNGKey(ENTROPY_ESTIMATE_KEY), cond.reshape(b * p, d))
+    return jnp.sum(jnp.where(st['masked'], entropy.reshape(b, p), 0.0), axis=-1)
 
 
-def initial_state(num_samples: int, num_slots: int, max_patch_len: int, prefix=None,
-                  suffix=None, gap_slots=None):
+def encode_revealed(model, params, tokens, reveal, enc):
+  """enc [b, P, D] with the slots in reveal [b, P] (re)encoded from tokens
+  [b, P, L]: the encoder runs on those rows only. Returns (enc, rows encoded)."""
+  b, p, L = tokens.shape
+  encode_rows = lambda rows, index: model.encode_patches(params, rows[None])[0].astype(enc.dtype)
+  new, encoded = slot_gather.map_selected(encode_rows, tokens.reshape(b * p, L),
+                                          reveal.reshape(-1), 0.0)
+  return jnp.where(reveal[..., None], new.reshape(enc.shape), enc), encoded
+
+
+def initial_state(num_samples: int, num_slots: int, max_patch_len: int, enc_dim: int,
+                  prefix=None, suffix=None, gap_slots=None, enc_dtype=np.float32):
   """The numpy state [num_samples, ...] of a template: prefix slots, `gap_slots`
   masked slots (or, with gap_slots=None, all remaining slots as candidates:
   the sampler then draws the total count from p(S)), then suffix slots.
+  Encodings (enc_dim wide) are filled in by the sampler.
 
   prefix / suffix: (patch bytes [k, L], lengths [k]) or None."""
   L = max_patch_len
@@ -90,7 +127,8 @@ def initial_state(num_samples: int, num_slots: int, max_patch_len: int, prefix=N
   slot_mask[:k + gap + m] = True
   tile = lambda x: np.broadcast_to(x, (num_samples,) + x.shape).copy()
   return dict(tokens=tile(tokens), lengths=tile(lengths), masked=tile(masked),
-              slot_mask=tile(slot_mask))
+              slot_mask=tile(slot_mask), enc=np.zeros((num_samples, num_slots, enc_dim), enc_dtype),
+              decoder_rows=np.int32(0), encoder_rows=np.int32(0))
 
 
 @functools.lru_cache(maxsize=32)
@@ -111,6 +149,9 @@ def compiled_sampler(model, options: SamplerOptions, draw_count: bool):
       count = categorical.gumbel_argmax(count_key, lp)
       in_use = jnp.arange(P)[None, :] < count[:, None]
       state = dict(state, masked=state['masked'] & in_use, slot_mask=state['slot_mask'] & in_use)
+    visible = state['slot_mask'] & ~state['masked']  # the prompt's slots: encoded once, here
+    enc, encoded = encode_revealed(model, params, state['tokens'], visible, state['enc'])
+    state = dict(state, enc=enc, encoder_rows=state['encoder_rows'] + encoded)
     return registry.run(SlotAdapter(model, params, options.top_p), key, state, options)
 
   return run
@@ -164,11 +205,12 @@ def sample(model, params, key, options: SamplerOptions, *, num_samples: int, len
     gap_slots = int(num_slots) - k
   if suffix_patches is not None and gap_slots is None:
     raise ConfigError('--gap: infilling needs the gap size (bytes or slots)')
-  state = initial_state(num_samples, P, L, prefix_patches, suffix_patches, gap_slots)
+  state = initial_state(num_samples, P, L, model.config.dim, prefix_patches, suffix_patches,
+                        gap_slots, jnp.dtype(model.config.dtype))
   run = compiled_sampler(model, options, gap_slots is None)
   state, stats = categorical.run_with_x64(run, params, key, jax.tree.map(jnp.asarray, state))
   tokens, totals = slots_to_tokens(state, length)
-  return tokens, {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
-                  'proposals': int(stats.proposals), 'mean_bytes': float(totals.mean()),
-                  'row_bytes': totals.tolist(),
-                  'mean_patches': float(np.mean(np.sum(np.asarray(state['slot_mask']), -1)))}
+  return tokens, dict(loops.summarize(stats), decoder_rows=int(state['decoder_rows']),
+                      encoder_rows=int(state['encoder_rows']), mean_bytes=float(totals.mean()),
+                      row_bytes=totals.tolist(),
+                      mean_patches=float(np.mean(np.sum(np.asarray(state['slot_mask']), -1))))

@@ -126,13 +126,17 @@ class ByteARModel(Model):
       raise ConfigError('--suffix: byte_ar generates left to right and cannot infill')
     cached = options.sampler == 'cached'
     prefix = jnp.zeros((0,), jnp.int32) if prefix is None else jnp.asarray(prefix, jnp.int32)
-    run = _ar_sampler(self, num_samples, length, int(prefix.shape[0]), cached, options.top_p)
+    run = compiled_sampler(self, num_samples, length, int(prefix.shape[0]), cached, options.top_p)
     tokens = categorical.run_with_x64(run, params, key, prefix)
-    return np.asarray(tokens), {'latent_calls': length - int(prefix.shape[0]), 'steps': length}
+    # One cached decoder step per position (the prompt's positions too: they
+    # fill the cache); the generated ones are the sampler's own calls.
+    return np.asarray(tokens), {'latent_calls': length - int(prefix.shape[0]), 'steps': length,
+                                'proposals': length - int(prefix.shape[0]),
+                                'steps_taken': float(length)}
 
 
 @functools.lru_cache(maxsize=32)
-def _ar_sampler(model: ByteARModel, num_samples: int, length: int, prefix_len: int,
+def compiled_sampler(model: ByteARModel, num_samples: int, length: int, prefix_len: int,
                 cached: bool, top_p: float):
   """A jitted (params, key, prefix [prefix_len]) -> tokens [num_samples, length]."""
   shape = (num_samples, length)
@@ -143,7 +147,11 @@ def _ar_sampler(model: ByteARModel, num_samples: int, length: int, prefix_len: i
 
   @jax.jit
   def run_cached(params, key, prefix):
-    cache = model.decoder.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.int32))['cache']
+    # An empty cache: its shapes come from tracing init (running init here would
+    # cost a full forward pass and a parameter initialisation on every call).
+    cache_shapes = jax.eval_shape(
+        lambda: model.decoder.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.int32))['cache'])
+    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache_shapes)
     tokens = jnp.zeros(shape, jnp.int32).at[:, :prefix_len].set(prefix[None])
 
     def step(carry, i):

@@ -21,8 +21,7 @@ import numpy as np
 from bltdiff import layers, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.models.contract import Model
-from bltdiff.sampling import categorical, registry
-from bltdiff.sampling.loops import SamplerStats
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import Schedule, antithetic_times
 
@@ -131,8 +130,11 @@ class ByteMDLM(Model):
       raise ConfigError(f'sample.sampler: byte_mdlm has samplers {self.samplers}, '
                         f'got {options.sampler!r}')
     z = template(num_samples, length, prefix, suffix)
-    tokens, stats = categorical.run_with_x64(_byte_mdlm_sampler(self, options), params, key, z)
-    return np.asarray(tokens), stats_to_python(stats)
+    tokens, stats = categorical.run_with_x64(compiled_sampler(self, options), params, key, z)
+    return np.asarray(tokens), loops.summarize(stats)
+
+  def sampler_adapter(self, params, top_p: float, num_samples: int, length: int):
+    return ByteAdapter(self, params, top_p), template(num_samples, length)
 
 
 def template(num_samples: int, length: int, prefix=None, suffix=None):
@@ -147,13 +149,6 @@ def template(num_samples: int, length: int, prefix=None, suffix=None):
   return jnp.asarray(np.tile(row, (num_samples, 1)))
 
 
-def stats_to_python(stats: SamplerStats) -> dict:
-  row_steps = np.asarray(stats.row_steps)
-  return {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
-          'proposals': int(stats.proposals),
-          'mean_row_steps': float(row_steps.mean()) if row_steps.size else 0.0}
-
-
 class ByteAdapter(registry.ModelAdapter):
   """The sampler's view of byte MDLM: the state is z [batch, length] (MASK =
   still to generate), a prediction is SUBS log-probs [batch, length, 257]
@@ -162,7 +157,8 @@ class ByteAdapter(registry.ModelAdapter):
   def predict(self, z):
     return categorical.top_p_filter(self.model.log_probs(self.params, z), self.top_p)
 
-  def propose(self, key, log_probs, z):
+  def propose(self, key, log_probs, z, unmask):
+    del unmask  # a byte draw is one categorical per position: draw them all
     return categorical.gumbel_argmax(key, log_probs)
 
   def commit(self, z, proposal, unmask):
@@ -174,12 +170,15 @@ class ByteAdapter(registry.ModelAdapter):
   def entropy_scores(self, log_probs, z):
     return categorical.entropy_of(log_probs)
 
-  def confidence_scores(self, log_probs, proposal, z):
-    return jnp.take_along_axis(log_probs, proposal[..., None], axis=-1)[..., 0]
+  def remaining_entropy(self, log_probs, z):
+    return jnp.sum(jnp.where(z == vocab.MASK, categorical.entropy_of(log_probs), 0.0), axis=-1)
+
+  def confidence_scores(self, log_probs, z):
+    return jnp.max(log_probs, axis=-1)
 
 
 @functools.lru_cache(maxsize=32)  # one compilation per (model, options)
-def _byte_mdlm_sampler(model: ByteMDLM, options: SamplerOptions):
+def compiled_sampler(model: ByteMDLM, options: SamplerOptions):
   """A jitted (params, key, z_init) -> (tokens, SamplerStats) for fixed options."""
 
   @jax.jit

@@ -16,13 +16,19 @@ def run_with_x64(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
-def gumbel_argmax(key, log_probs):
+def gumbel_argmax(key, log_probs, rows=None, num_rows: int | None = None):
   """One categorical draw per row of log_probs [..., vocab] -> int32 [...].
 
-  The noise is float64 when x64 is enabled (as inside `run_with_x64`)."""
+  The noise is float64 when x64 is enabled (as inside `run_with_x64`). With
+  rows (int [k]) the k rows of log_probs [k, ...] are rows of a batch of
+  num_rows: each gets the noise that row would get in a draw over the whole
+  batch, so drawing a gathered subset gives exactly the whole batch's draws."""
   dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
   tiny = jnp.finfo(dtype).tiny
-  u = jax.random.uniform(key, log_probs.shape, dtype, minval=tiny, maxval=1.0)
+  shape = log_probs.shape if rows is None else (num_rows,) + log_probs.shape[1:]
+  u = jax.random.uniform(key, shape, dtype, minval=tiny, maxval=1.0)
+  if rows is not None:
+    u = u[rows]
   gumbel = -jnp.log(-jnp.log(u))
   return jnp.argmax(log_probs.astype(dtype) + gumbel, axis=-1).astype(jnp.int32)
 

@@ -1,17 +1,21 @@
 """The two sampler loops: a fixed number of steps, or until nothing is masked.
 
 A loop walks t = 1 → 0 and sees the model only through its `Adapter`
-(`bltdiff.sampling.registry`), three callbacks in the step and two scores:
+(`bltdiff.sampling.registry`): three callbacks in the step,
 
-  predict(state) -> prediction                  the expensive network call, time-free
-  propose(key, prediction, state) -> proposal   candidate content for every unit
-  commit(state, proposal, unmask) -> state      write proposals where unmask is True
-  masked(state) -> bool [batch, units]
-  entropy_scores / confidence_scores            (adaptive rules only)
+  predict(state) -> prediction                        the expensive network call, time-free
+  propose(key, prediction, state, unmask) -> proposal content for the units to reveal
+  commit(state, proposal, unmask) -> state            write proposals where unmask is True
+
+plus `masked(state)` and the scores the data-dependent rules read. Which units
+a step reveals is decided before anything is drawn, so `propose` only has to
+produce the revealed units (a latent decoder pass over those slots alone).
 
 Because the network has no time input, its prediction only changes when the
 state does: the cached loop (MDLM's ddpm_cache) reuses the last prediction
 after a step that unmasked nothing, and counts how many real calls it made.
+Calls are made for the whole batch; `row_calls` says how many one row alone
+would have needed (a row that revealed nothing at a step needs no new call).
 """
 
 from typing import Callable, NamedTuple
@@ -23,10 +27,24 @@ from bltdiff.sampling import rules
 
 
 class SamplerStats(NamedTuple):
-  latent_calls: jax.Array  # int32 [], network calls actually made (same for the batch)
+  latent_calls: jax.Array  # int32 [], network calls actually made (for the whole batch)
   steps: jax.Array  # int32 [], denoising steps taken (loop iterations for the batch)
-  row_steps: jax.Array  # int32 [batch], steps in which each row revealed something
+  # int32 [batch], denoising steps each row took: num_steps for a fixed-step
+  # loop; for the while loop the iterations until the row had nothing masked.
+  row_steps: jax.Array
+  row_calls: jax.Array  # int32 [batch], network calls the row alone would have needed
   proposals: jax.Array  # int32 [], steps that drew proposals (a decoder pass for latent MDLM)
+
+
+def summarize(stats: SamplerStats) -> dict:
+  """Host-side numbers of a run: latent_calls (network calls for the batch),
+  row_latent_calls (mean over rows of the calls one row alone needs), steps
+  (loop iterations), proposals (steps that drew proposals) and steps_taken
+  (mean over rows of the steps each row took)."""
+  mean = lambda x: float(jnp.mean(x.astype(jnp.float32)))
+  return {'latent_calls': int(stats.latent_calls), 'row_latent_calls': mean(stats.row_calls),
+          'steps': int(stats.steps), 'proposals': int(stats.proposals),
+          'steps_taken': mean(stats.row_steps)}
 
 
 def _zeros_like_output(fn, *args):
@@ -61,12 +79,11 @@ def sample_masked(key, state, adapter, *, num_steps: int, cached: bool = True,
     s = 1.0 - (i + 1).astype(jnp.float32) / num_steps
     select_key, propose_key = jax.random.split(jax.random.fold_in(key, i))
     unmask = select(select_key, prediction, state, t, s)
-    # Proposals only matter where something is revealed; a quiet step (most
-    # steps when num_steps exceeds the units) skips the draw, e.g. a whole
-    # local-decoder pass for latent MDLM.
-    blank = _zeros_like_output(adapter.propose, propose_key, prediction, state)
+    # A quiet step (most steps when num_steps exceeds the units) draws nothing,
+    # e.g. no local-decoder pass for latent MDLM.
+    blank = _zeros_like_output(adapter.propose, propose_key, prediction, state, unmask)
     proposal = jax.lax.cond(jnp.any(unmask),
-                            lambda: adapter.propose(propose_key, prediction, state),
+                            lambda: adapter.propose(propose_key, prediction, state, unmask),
                             lambda: blank)
     new_state = adapter.commit(state, proposal, unmask)
     fresh = ~jnp.any(unmask)  # the prediction stays valid while nothing was revealed
@@ -78,44 +95,50 @@ def sample_masked(key, state, adapter, *, num_steps: int, cached: bool = True,
     placeholder = _zeros_like_output(adapter.predict, state)
     init = (state, placeholder, jnp.array(False), jnp.array(0, jnp.int32))
   (state, _, _, calls), revealed = jax.lax.scan(step, init, jnp.arange(num_steps, dtype=jnp.int32))
+  batch = revealed.shape[1]
+  # A row alone calls at the first step and after each step in which it revealed something.
+  row_calls = (1 + jnp.sum(revealed[:-1], axis=0) if cached
+               else jnp.full((batch,), num_steps)).astype(jnp.int32)
   return state, SamplerStats(latent_calls=calls, steps=jnp.array(num_steps, jnp.int32),
-                             row_steps=jnp.sum(revealed, axis=0).astype(jnp.int32),
+                             row_steps=jnp.full((batch,), num_steps, jnp.int32),
+                             row_calls=row_calls,
                              proposals=jnp.sum(jnp.any(revealed, axis=1)).astype(jnp.int32))
 
 
 def sample_adaptive(key, state, adapter, *, choose: Callable, max_steps: int,
-                    uses_entropy: bool, uses_confidence: bool):
+                    scores: tuple[str, ...] = (), plan: Callable | None = None):
   """Unmasks until nothing is masked (lax.while_loop, at most max_steps steps).
 
-  choose(step, masked, entropy, confidence, budget) -> (reveal, budget) is a
-  rule of `bltdiff.sampling.rules`; only the scores it reads are computed
-  (uses_entropy / uses_confidence: each can cost a decoder pass). Every step
-  reveals at least one unit per unfinished row, so each step needs a fresh
-  prediction: network calls = steps. Returns (state, SamplerStats)."""
+  scores: names of adapter score methods computed at every step, each
+  score(prediction, state) -> [batch, units]; plan(prediction, state) -> [batch]
+  is computed once from the first prediction (e.g. each row's step count);
+  choose(step, masked, scores: dict, plan) -> bool [batch, units] (a rule of
+  `bltdiff.sampling.rules`). Every step reveals at least one unit per
+  unfinished row, so each step but the first needs a fresh prediction: network
+  calls = steps. Returns (state, SamplerStats)."""
   if max_steps <= 0:
     raise ValueError(f'sample.max_steps must be positive, got {max_steps}')
-  batch = adapter.masked(state).shape[0]
+  is_masked = adapter.masked(state)
+  batch = is_masked.shape[0]
+  first = adapter.predict(state)
+  planned = plan(first, state) if plan is not None else jnp.zeros((batch,), jnp.int32)
 
   def cond(carry):
     state, step, *_ = carry
     return jnp.any(adapter.masked(state)) & (step < max_steps)
 
   def body(carry):
-    state, step, budget, row_steps = carry
-    prediction = adapter.predict(state)
-    proposal = adapter.propose(jax.random.fold_in(key, step), prediction, state)
+    state, step, prediction, row_steps = carry
+    prediction = jax.lax.cond(step == 0, lambda: prediction, lambda: adapter.predict(state))
     is_masked = adapter.masked(state)
-    zeros = jnp.zeros(is_masked.shape, jnp.float32)
-    entropy = (adapter.entropy_scores(prediction, state).astype(jnp.float32)
-               if uses_entropy else zeros)
-    confidence = (adapter.confidence_scores(prediction, proposal, state).astype(jnp.float32)
-                  if uses_confidence else zeros)
-    reveal, budget = choose(step, is_masked, entropy, confidence, budget)
+    values = {name: getattr(adapter, name)(prediction, state).astype(jnp.float32)
+              for name in scores}
+    reveal = choose(step, is_masked, values, planned)
+    proposal = adapter.propose(jax.random.fold_in(key, step), prediction, state, reveal)
     row_steps = row_steps + jnp.any(reveal, axis=-1).astype(jnp.int32)
-    return adapter.commit(state, proposal, reveal), step + 1, budget, row_steps
+    return adapter.commit(state, proposal, reveal), step + 1, prediction, row_steps
 
-  init = (state, jnp.array(0, jnp.int32), jnp.zeros((batch,), jnp.float32),
-          jnp.zeros((batch,), jnp.int32))
+  init = (state, jnp.array(0, jnp.int32), first, jnp.zeros((batch,), jnp.int32))
   state, steps, _, row_steps = jax.lax.while_loop(cond, body, init)
   return state, SamplerStats(latent_calls=steps, steps=steps, row_steps=row_steps,
-                             proposals=steps)
+                             row_calls=row_steps, proposals=steps)

@@ -22,7 +22,8 @@ class SamplerOptions:
   steps: int = _option(64, 'Denoising steps (ancestral, cached); the cap of adaptive '
                        'samplers when max_steps is 0.')
   top_p: float = _option(1.0, 'Nucleus sampling mass in (0, 1].')
-  adaptive_alpha: float = _option(1.0, 'adaptive: steps per nat of estimated entropy.')
+  adaptive_alpha: float = _option(0.1, 'adaptive: steps per nat of the estimated entropy '
+                                  'still to generate.')
   min_steps: int = _option(1, 'adaptive, confidence: fewest steps.')
   max_steps: int = _option(0, 'adaptive, confidence: most steps (0 = steps).')
   confidence_threshold: float = _option(0.9, 'confidence: reveal units whose proposal '

@@ -26,20 +26,24 @@ class Adapter(Protocol):
   def predict(self, state) -> Any:
     """The expensive, time-free network call."""
 
-  def propose(self, key, prediction, state) -> Any:
-    """Candidate content for every unit."""
+  def propose(self, key, prediction, state, unmask) -> Any:
+    """Content for the units in unmask [batch, units] (others: anything)."""
 
   def commit(self, state, proposal, unmask) -> Any:
-    """The state with proposals written where unmask [batch, units] is True."""
+    """The state with proposals written where unmask is True."""
 
   def masked(self, state) -> jax.Array:
     """bool [batch, units]: still to generate."""
 
   def entropy_scores(self, prediction, state) -> jax.Array:
-    """float [batch, units]: estimated entropy (nats) of each unit (adaptive)."""
+    """float [batch, units]: how uncertain each unit is (nats; adaptive ranks by it)."""
 
-  def confidence_scores(self, prediction, proposal, state) -> jax.Array:
-    """float [batch, units]: log-confidence of each proposal (confidence)."""
+  def remaining_entropy(self, prediction, state) -> jax.Array:
+    """float [batch]: the model's estimate of the entropy (nats) of all that is
+    still masked (adaptive plans its step count from it)."""
+
+  def confidence_scores(self, prediction, state) -> jax.Array:
+    """float [batch, units]: log-probability of each unit's most likely value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,22 +73,31 @@ def cached(adapter, key, state, options: SamplerOptions):
   return loops.sample_masked(key, state, adapter, num_steps=options.steps, cached=True)
 
 
+# The adapter passes each sampler makes besides predict and propose, for cost
+# accounting (`bltdiff.sampling_cost`): (method, once per run or per step).
+EXTRA_PASSES = {'adaptive': (('remaining_entropy', 'run'), ('entropy_scores', 'step')),
+                'confidence': (('confidence_scores', 'step'),)}
+
+
 def adaptive(adapter, key, state, options: SamplerOptions):
-  """Entropy-adaptive: T = clip(⌈adaptive_alpha · H⌉, min_steps, max_steps)
-  from the adapter's entropy estimate, lowest-entropy units first."""
-  choose = rules.entropy_adaptive_select(options.adaptive_alpha, options.min_steps,
-                                         options.step_cap)
+  """Entropy-adaptive: each row plans T = clip(⌈adaptive_alpha · Ĥ⌉, min_steps,
+  max_steps) steps from the model's estimate Ĥ of what is still to generate,
+  then reveals its lowest-entropy units first, evenly over those T steps."""
+  plan = lambda prediction, st: rules.planned_steps(
+      options.adaptive_alpha, adapter.remaining_entropy(prediction, st), options.min_steps,
+      options.step_cap)
+  choose = rules.entropy_adaptive_select(options.min_steps, options.step_cap)
   return loops.sample_adaptive(key, state, adapter, choose=choose, max_steps=options.step_cap,
-                               uses_entropy=True, uses_confidence=False)
+                               scores=('entropy_scores',), plan=plan)
 
 
 def confidence(adapter, key, state, options: SamplerOptions):
-  """Confidence threshold: reveal every unit whose proposal is more probable
-  than confidence_threshold (at least one), within min/max steps."""
+  """Confidence threshold: reveal every unit whose most likely value is more
+  probable than confidence_threshold (at least one), within min/max steps."""
   choose = rules.confidence_select(options.confidence_threshold, options.min_steps,
                                    options.step_cap)
   return loops.sample_adaptive(key, state, adapter, choose=choose, max_steps=options.step_cap,
-                               uses_entropy=False, uses_confidence=True)
+                               scores=('confidence_scores',))
 
 
 SAMPLERS: dict[str, SamplerFn] = {

@@ -1,11 +1,12 @@
 """Which masked units a sampler step reveals.
 
   ancestral_unmask        MDLM's reverse step t -> s (fixed-step samplers)
-  entropy_adaptive_select an entropy budget per step (EB-sampler style)
+  planned_steps           the entropy-adaptive step count T = clip(⌈α·Ĥ⌉, T_min, T_max)
+  entropy_adaptive_select lowest-entropy units first, spread over the planned T steps
   confidence_select       reveal what the model is confident about (Fast-dLLM style)
 
-The two `*_select` rules return choose(step, masked, entropy, confidence,
-budget) -> (reveal, budget) for `loops.sample_adaptive`.
+The two `*_select` rules return choose(step, masked, scores, plan) -> reveal
+for `loops.sample_adaptive`.
 """
 
 import math
@@ -38,16 +39,6 @@ def reveal_lowest(score, masked, count):
   return masked & (rank_among_masked(score, masked) < count[:, None])
 
 
-def entropy_budget_count(entropy, masked, budget):
-  """EB-sampler rule: per row, the size of the largest set of lowest-entropy
-  masked units whose summed entropy stays within budget [batch]; at least 1
-  while anything is masked. entropy: [batch, units] (nats)."""
-  keyed = jnp.where(masked, entropy.astype(jnp.float32), jnp.inf)
-  cum = jnp.cumsum(jnp.sort(keyed, axis=-1), axis=-1)
-  count = jnp.sum(cum <= budget[:, None], axis=-1)
-  return jnp.where(jnp.any(masked, -1), jnp.maximum(count, 1), 0).astype(jnp.int32)
-
-
 def step_count_bounds(num_masked, step, min_steps: int, max_steps: int):
   """(lowest, highest) number of units to reveal at `step` [batch] so that the
   sampler ends within max_steps and takes at least min_steps."""
@@ -59,36 +50,42 @@ def step_count_bounds(num_masked, step, min_steps: int, max_steps: int):
   return lowest, highest
 
 
-def entropy_adaptive_select(alpha: float, min_steps: int, max_steps: int):
-  """The entropy-adaptive schedule: T = clip(⌈α·H⌉, min_steps, max_steps), where
-  H is the summed entropy estimate of all masked units at the first step; each
-  step reveals the largest low-entropy set within the budget H / T (so easy
-  text, whose entropy falls as it fills in, takes fewer steps than T, and hard
-  text up to max_steps)."""
+def planned_steps(alpha: float, remaining_entropy, min_steps: int, max_steps: int):
+  """The entropy-adaptive step count of each row: T = clip(⌈α·Ĥ⌉, min_steps,
+  max_steps), Ĥ [batch] the model's estimate of the entropy (nats) still to
+  generate. int32 [batch]."""
+  return jnp.clip(jnp.ceil(alpha * remaining_entropy), min_steps, max_steps).astype(jnp.int32)
 
-  def choose(step, masked, entropy, confidence, budget):
-    del confidence
-    total = jnp.sum(jnp.where(masked, entropy, 0.0), axis=-1)
-    target = jnp.clip(jnp.ceil(alpha * total), min_steps, max_steps)
-    budget = jnp.where(step == 0, total / target, budget).astype(jnp.float32)
-    count = entropy_budget_count(entropy, masked, budget)
-    lowest, highest = step_count_bounds(jnp.sum(masked, -1), step, min_steps, max_steps)
+
+def entropy_adaptive_select(min_steps: int, max_steps: int):
+  """Reveal the lowest-entropy masked units, spread evenly over each row's
+  planned T steps: at step s, ⌈remaining / (T − s)⌉ of them (so the row ends
+  after exactly T steps), within the min/max step bounds. Reads the score
+  'entropy_scores'; `plan` is T [batch] (`planned_steps`)."""
+
+  def choose(step, masked, scores, plan):
+    num_masked = jnp.sum(masked, -1).astype(jnp.int32)
+    count = -(-num_masked // jnp.maximum(plan - step, 1))  # ceil
+    lowest, highest = step_count_bounds(num_masked, step, min_steps, max_steps)
     count = jnp.clip(count, lowest, highest)
-    return reveal_lowest(entropy, masked, count), budget
+    return reveal_lowest(scores['entropy_scores'], masked, count)
 
   return choose
 
 
 def confidence_select(threshold: float, min_steps: int, max_steps: int):
-  """Fast-dLLM style: reveal every masked unit whose proposal's probability
-  exceeds `threshold` (at least one, the most confident), within the step bounds."""
+  """Fast-dLLM style: reveal every masked unit the model is confident about —
+  'confidence_scores' (log-probability of its most likely value, before any
+  draw) above log(threshold) — at least the most confident one, within the
+  step bounds."""
   log_threshold = math.log(threshold)
 
-  def choose(step, masked, entropy, confidence, budget):
-    del entropy
+  def choose(step, masked, scores, plan):
+    del plan
+    confidence = scores['confidence_scores']
     count = jnp.sum(masked & (confidence > log_threshold), axis=-1)
     lowest, highest = step_count_bounds(jnp.sum(masked, -1), step, min_steps, max_steps)
     count = jnp.clip(jnp.maximum(count, 1), lowest, highest)
-    return reveal_lowest(-confidence, masked, count), budget
+    return reveal_lowest(-confidence, masked, count)
 
   return choose

@@ -15,7 +15,8 @@ from absl import logging
 
 from bltdiff import flops, sharding
 from bltdiff.data import pipeline
-from bltdiff.training import checkpointing, evaluation, metric_logging, mfu, samples, state, steps
+from bltdiff.training import (checkpointing, ema, evaluation, metric_logging, mfu, preemption,
+                              samples, state, steps)
 
 
 def flatten(d: dict, prefix: str = '') -> dict:
@@ -36,31 +37,36 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   stop_at_step: end this process after that step (with a checkpoint), as a
   preempted or time-boxed job would; the schedule still spans train.num_steps."""
   prepared_dir = config.data.prepared_dir
+  checkpointing.check_resumable(config, workdir)
   run = state.setup(config)
   mesh, model = run.mesh, run.model
-  checkpointing.save_config(config, workdir)
   per_process = config.train.batch_size // jax.process_count()
   train_iter = pipeline.make_iterator(
       config.data, prepared_dir, 'train', batch_size=per_process, seed=config.seed,
       process_index=jax.process_index(), process_count=jax.process_count())
 
   manager = checkpointing.make_manager(workdir, keep=config.train.keep_checkpoints)
-  train_state, start_step = checkpointing.restore(manager, run.abstract_state, train_iter)
+  train_state, start_step = checkpointing.restore(manager, run.abstract_state, train_iter,
+                                                  set_aside_damaged=True)
   if train_state is None:
     train_state = state.create_train_state(model, run.tx, config, mesh, run.shardings)
   else:
     logging.info('resumed from step %d', start_step)
+  # Only now, with the state it describes in hand, is the run's config written.
+  checkpointing.save_config(config, workdir)
 
   # Only process 0 writes metrics (TensorBoard and workdir/metrics.jsonl); the
   # others log to their own logs.
-  writer = metric_logging.make_writer(workdir, is_main_process=jax.process_index() == 0)
+  writer = metric_logging.make_writer(workdir, is_main_process=jax.process_index() == 0,
+                                      resumed_at=start_step)
   if start_step == 0:
     writer.write_hparams(flatten(config.to_dict()))
   num_steps = config.train.num_steps
   report_progress = metric_logging.make_progress(num_steps, writer, config.train.log_every)
-  with sharding.activate(mesh):
+  with sharding.activate(mesh), preemption.StopRequests() as stop:
     step_fn = steps.make_train_step(model, run.tx, run.lr_schedule, mesh, run.shardings,
-                                    steps.train_metric_names(model, config))
+                                    steps.train_metric_names(model, config),
+                                    config.train.ema_rate)
     eval_step = steps.make_eval_step(model, mesh, run.shardings.params)
     compiled, flops_per_step = None, 0.0
     peak = mfu.peak_flops_per_device(config.train.peak_flops_per_device)
@@ -91,17 +97,26 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
         writer.write_scalars(step, summary)
         train_metrics, last_log = None, (time.time(), step)
 
+      # Eval and samples see the EMA of the parameters when the run keeps one.
       if step % config.train.eval_every == 0 or step == num_steps:
         with report_progress.timed('eval'):
           writer.write_scalars(step, evaluation.evaluate(
-              model, train_state.params, config, prepared_dir, mesh, eval_step))
+              model, ema.inference_params(train_state), config, prepared_dir, mesh, eval_step))
       if step % config.train.sample_every == 0 or step == num_steps:
         with report_progress.timed('sample'):
-          path = samples.write_samples(model, train_state.params, config, workdir, step,
-                                       jax.random.fold_in(sample_key, step))
+          path = samples.write_samples(model, ema.inference_params(train_state), config,
+                                       workdir, step, jax.random.fold_in(sample_key, step))
           logging.info('samples written to %s', path)
-      if step % config.train.checkpoint_every == 0 or step == last_step:
+      stopping = stop.requested(step)
+      if step % config.train.checkpoint_every == 0 or step == last_step or stopping:
         checkpointing.save(manager, step, train_state, train_iter)
+      if stopping and step < last_step:
+        manager.wait_until_finished()
+        writer.flush()
+        raise preemption.Interrupted(
+            f'stopped by {stop.name()} after step {step} of {num_steps}; checkpoint saved in '
+            f'{checkpointing.checkpoint_dir(workdir)}; rerun the same command to resume',
+            stop.signum)
   manager.wait_until_finished()
   writer.flush()
   return train_state

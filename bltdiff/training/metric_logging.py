@@ -17,9 +17,19 @@ class JsonlWriter:
   readable without TensorBoard (tests, benchmarks, quick plots). Implements
   clu's MetricWriter interface; only scalars are written."""
 
-  def __init__(self, path: str):
+  def __init__(self, path: str, resumed_at: int = 0):
+    """resumed_at: the step the run resumed from; rows written after it by an
+    earlier, interrupted process are dropped (the steps are replayed)."""
     self.path = path
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    if os.path.exists(path):
+      with open(path) as f:
+        rows = [line for line in f if line.strip()]
+      kept = [line for line in rows if json.loads(line)['step'] <= resumed_at]
+      if len(kept) < len(rows):
+        with open(path + '.tmp', 'w') as f:
+          f.writelines(kept)
+        os.replace(path + '.tmp', path)  # atomic: an interrupt here loses no row
 
   def write_scalars(self, step, scalars):
     row = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
@@ -54,14 +64,14 @@ class JsonlWriter:
     pass
 
 
-def make_writer(workdir: str, is_main_process: bool):
+def make_writer(workdir: str, is_main_process: bool, resumed_at: int = 0):
   """TensorBoard events and metrics.jsonl in workdir on the main process; the
-  log alone elsewhere."""
+  log alone elsewhere. resumed_at: see JsonlWriter."""
   metric_writers = tensorflow_import.import_quietly('clu.metric_writers')
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main_process)
   if is_main_process:
-    writer = metric_writers.MultiWriter([writer, JsonlWriter(os.path.join(workdir,
-                                                                          'metrics.jsonl'))])
+    writer = metric_writers.MultiWriter([writer, JsonlWriter(
+        os.path.join(workdir, 'metrics.jsonl'), resumed_at)])
   return writer
 
 

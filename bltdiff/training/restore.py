@@ -8,13 +8,13 @@ from typing import Any, NamedTuple
 from bltdiff import entropy, patching
 from bltdiff.errors import BltdiffError
 from bltdiff.models import byte_ar
-from bltdiff.training import checkpointing, state
+from bltdiff.training import checkpointing, ema, state
 
 
 class LoadedRun(NamedTuple):
   config: Any  # the run's saved config
   model: Any
-  params: Any
+  params: Any  # the EMA of the parameters when the run keeps one (train.ema_rate > 0)
   step: int
   setup: state.RunSetup  # mesh, shardings, ... (what eval needs)
 
@@ -22,7 +22,8 @@ class LoadedRun(NamedTuple):
 def load_for_inference(workdir: str, step=None) -> LoadedRun:
   """The latest (or given) checkpoint of a trained run, with its saved config.
   A latent model gets its run's entropy model (loaded on first use) to patch
-  prompts."""
+  prompts. The parameters are the EMA when the run keeps one, as in the
+  run's own eval and samples (bltdiff.training.ema)."""
   config = checkpointing.load_config(workdir)
   run = state.setup(config)
   manager = checkpointing.make_manager(workdir)
@@ -33,7 +34,7 @@ def load_for_inference(workdir: str, step=None) -> LoadedRun:
   if (patch_config is not None and patch_config.mode in patching.ENTROPY_MODES
       and patch_config.entropy_model):
     run.model.entropy_fn = LazyEntropyFn(patch_config.entropy_model)
-  return LoadedRun(config, run.model, train_state.params, step, run)
+  return LoadedRun(config, run.model, ema.inference_params(train_state), step, run)
 
 
 def restore_params(workdir: str, step=None):

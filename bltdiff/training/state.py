@@ -1,4 +1,10 @@
-"""The train state, its shardings, and what train, eval and sample share: `setup`."""
+"""The train state, its shardings, and what train, eval and sample share: `setup`.
+
+Checkpoint format (orbax, item 'state' of bltdiff.training.checkpointing): the
+TrainState below, field by field. `ema_params` is None when train.ema_rate is
+0, so the saved tree differs between runs with and without an EMA; checkpoints
+written before the EMA existed (no `ema_params` field) do not restore.
+"""
 
 from typing import Any, NamedTuple
 
@@ -12,13 +18,14 @@ import optax
 from bltdiff import config_checks, sharding
 from bltdiff.data import pair_batches
 from bltdiff.models import registry
-from bltdiff.training import optimizer
+from bltdiff.training import ema, optimizer
 
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array  # int32 []
   params: Any
+  ema_params: Any  # the EMA of params (bltdiff.training.ema); None when train.ema_rate is 0
   opt_state: Any
   rng: jax.Array  # uint32 [2], the key the next step splits
 
@@ -49,10 +56,13 @@ def state_shardings(model, tx, config, mesh):
   # Optimizer moments are laid out like the parameters they track.
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, param_sh,
                                  transform_non_params=lambda _: sharding.replicated(mesh))
-  shardings = TrainState(step=sharding.replicated(mesh), params=param_sh, opt_state=opt_sh,
+  with_ema = config.train.ema_rate > 0  # the EMA is laid out like the parameters
+  shardings = TrainState(step=sharding.replicated(mesh), params=param_sh,
+                         ema_params=param_sh if with_ema else None, opt_state=opt_sh,
                          rng=sharding.replicated(mesh))
   abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                        opt_state=opt_abstract, rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
+                        ema_params=params if with_ema else None, opt_state=opt_abstract,
+                        rng=jax.ShapeDtypeStruct((2,), jnp.uint32))
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
   return abstract, shardings
@@ -64,8 +74,9 @@ def create_train_state(model, tx, config, mesh, shardings):
   def init(key):
     init_key, rng = jax.random.split(key)
     params = nn.unbox(model.init(init_key, example_batch(config)))
-    return TrainState(step=jnp.array(0, jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=rng)
+    return TrainState(step=jnp.array(0, jnp.int32), params=params,
+                      ema_params=ema.init(params, config.train.ema_rate),
+                      opt_state=tx.init(params), rng=rng)
 
   with sharding.activate(mesh):
     return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(config.seed))

@@ -6,6 +6,7 @@ import optax
 from clu import metrics as clu_metrics
 
 from bltdiff import sharding
+from bltdiff.training import ema
 from bltdiff.training.state import TrainState, abstract_params, example_batch
 
 
@@ -22,8 +23,11 @@ def train_metric_names(model, config) -> tuple[str, ...]:
   return tuple(sorted(metrics)) + ('grad_norm', 'learning_rate')
 
 
-def make_train_step(model, tx, lr_schedule, mesh, shardings, metric_names):
-  """jit((state, batch) -> (state, clu metrics)); the old state is donated."""
+def make_train_step(model, tx, lr_schedule, mesh, shardings, metric_names,
+                    ema_rate: float = 0.0):
+  """jit((state, batch) -> (state, clu metrics)); the old state is donated.
+  ema_rate: train.ema_rate, which the state was created with (it holds an EMA
+  exactly when the rate is positive)."""
   collection = clu_metrics.Collection.create(
       **{n: clu_metrics.Average.from_output(n) for n in metric_names})
 
@@ -33,9 +37,13 @@ def make_train_step(model, tx, lr_schedule, mesh, shardings, metric_names):
     (_, metrics), grads = grad_fn(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    if (state.ema_params is None) != (ema_rate == 0):
+      raise ValueError(f'train step: ema_rate={ema_rate} but the train state '
+                       f'{"has no" if state.ema_params is None else "has an"} EMA')
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads),
                    learning_rate=lr_schedule(state.step))
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng,
+                              ema_params=ema.update(state.ema_params, params, ema_rate))
     return new_state, collection.single_from_model_output(**metrics)
 
   batch_sh = sharding.batch_sharding(mesh)

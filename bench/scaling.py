@@ -1,0 +1,212 @@
+"""Likelihood as compute grows: every system at several training budgets, a
+fitted power law per system, and recipe variants of bltdiff and byte MDLM.
+
+  python bench/scaling.py [--budgets=0.5,1,2,4] [--variants=base,...] [--systems=...]
+
+Same data, split, configs and evaluation as bench/likelihood.py (its runs are
+reused: the base variant at budget 1 is likelihood.py's run). A budget is a
+multiple of likelihood.py's: the latent MDLM (ar) run's FLOPs per step x
+BASE_STEPS; every run gets round(budget x that / its own FLOPs per step)
+steps, FLOPs counted by bltdiff.flops on one forward+backward pass.
+
+Variants (the recipe questions of the scaling issue), each a change to the
+base config of the systems it names:
+  lr_x0.5, lr_x2         learning rate halved / doubled (the same sweep for
+                         bltdiff and byte MDLM: equal tuning effort)
+  warmup_quarter         a warmup of a quarter of the steps (base: a tenth, at most 50)
+  latent_heavy           more of the FLOPs in the latent transformer: a wider
+                         latent, a smaller local encoder and decoder
+  patch_3, patch_6       target bytes per patch 3 and 6 (calibrated; slots
+                         scaled so the sequence still fits)
+  hash_1024, hash_16384  hash n-gram tables of 1024 / 16384 buckets
+Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
+train_flops, bpb, params, steps} and a fit per system and variant:
+bpb = a · C^(−slope), least squares in log-log) and scaling.png, and
+regenerates BENCHMARKS.md. Runs already trained are reused; the JSON says how
+long this invocation took.
+"""
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'bench'))
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import likelihood  # noqa: E402
+import report  # noqa: E402
+
+RESULTS = REPO / 'bench' / 'results'
+SYSTEMS = {
+    'bltdiff_ar': lambda: likelihood.latent_config('ar'),
+    'bltdiff_parallel': lambda: likelihood.latent_config('parallel'),
+    'byte_mdlm': lambda: likelihood.byte_config('byte_mdlm'),
+    'byte_ar': lambda: likelihood.byte_config('byte_ar'),
+}
+LATENT = ('bltdiff_ar', 'bltdiff_parallel')
+
+
+def _scale_lr(factor):
+  return lambda c: c.train.update(learning_rate=c.train.learning_rate * factor)
+
+
+def _patch_target(mean):
+  def change(c):
+    c.patching.calibrate_target_mean = mean
+    # Keep room for the patches: P_max ~ 1.6 x the expected count, as the base (80 for 4.5).
+    c.patching.num_slots = int(math.ceil(1.6 * c.data.seq_len / mean / 8)) * 8
+  return change
+
+
+def _latent_heavy(c):
+  c.model.update(dim=256, num_heads=8, mlp_dim=768, enc_dim=48, enc_heads=2, enc_mlp_dim=96,
+                 dec_dim=48, dec_heads=2, dec_mlp_dim=96)
+
+
+VARIANTS = {
+    'base': ((), lambda c: None),
+    'lr_x0.5': (('bltdiff_ar', 'byte_mdlm'), _scale_lr(0.5)),
+    'lr_x2': (('bltdiff_ar', 'byte_mdlm'), _scale_lr(2.0)),
+    # A quarter of the steps (base: at most a tenth, the 50-step default).
+    'warmup_quarter': (('bltdiff_ar', 'byte_mdlm'),
+                       lambda c: c.train.update(warmup_steps=10 ** 9)),
+    'latent_heavy': (('bltdiff_ar',), _latent_heavy),
+    'patch_3': (('bltdiff_ar',), _patch_target(3.0)),
+    'patch_6': (('bltdiff_ar',), _patch_target(6.0)),
+    'hash_1024': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=1024)),
+    'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
+}
+
+
+def base_budget_flops() -> float:
+  """likelihood.py's budget at scale 1: the latent MDLM (ar) FLOPs/step x BASE_STEPS."""
+  return likelihood.step_flops_and_params(likelihood.latent_config('ar'))[0] * \
+      likelihood.BASE_STEPS
+
+
+def run_dir(workdir: Path, system: str, variant: str, budget: float) -> Path:
+  if variant == 'base':  # likelihood.py's layout: its scale-1 runs are these
+    return workdir / f'scale_{budget:g}' / system
+  return workdir / 'scaling' / f'{system}_{variant}_x{budget:g}'
+
+
+def run(system, variant, budget, workdir: Path, shared: dict, unit: float) -> dict:
+  config = SYSTEMS[system]()
+  VARIANTS[variant][1](config)
+  with config.unlocked():
+    config.data.prepared_dir = shared['prepared_dir']
+    if 'patching' in config:
+      config.patching.entropy_model = shared['entropy_model']
+  step_flops, params = likelihood.step_flops_and_params(config)
+  steps = max(1, round(budget * unit / step_flops))
+  print(f'== {system} {variant} x{budget:g}: {steps} steps', flush=True)
+  warmup = 0.25 if variant == 'warmup_quarter' else 0.1
+  metrics, train_s, _ = likelihood.run_system(
+      system, config, str(run_dir(workdir, system, variant, budget)), steps, warmup)
+  return dict(system='bltdiff' if system in LATENT else system,
+              decoder_mode=system.split('_')[1] if system in LATENT else None, variant=variant,
+              budget=budget, train_flops=step_flops * steps, bpb=metrics['eval_bpb'],
+              params=params, steps=steps, train_seconds=round(train_s, 1),
+              mean_patch_bytes=metrics.get('eval_mean_patch_bytes'))
+
+
+def fit(rows) -> dict:
+  """bpb = a · C^(−slope): least squares on (log C, log bpb), with the slope's
+  standard error (None with fewer than 3 points)."""
+  x = np.log([r['train_flops'] for r in rows])
+  y = np.log([r['bpb'] for r in rows])
+  slope, intercept = np.polyfit(x, y, 1)
+  stderr = None
+  if len(rows) >= 3:
+    pred = slope * x + intercept
+    s2 = np.sum((y - pred) ** 2) / (len(rows) - 2)
+    stderr = float(math.sqrt(s2 / np.sum((x - x.mean()) ** 2)))
+  return dict(slope=float(-slope), slope_stderr=stderr, log_a=float(intercept),
+              budgets=[r['budget'] for r in rows])
+
+
+def plot(rows, fits, path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(7.5, 4.8))
+  for key, f in sorted(fits.items()):
+    points = sorted((r for r in rows if name_of(r) == key), key=lambda r: r['train_flops'])
+    x = np.array([r['train_flops'] for r in points])
+    base = key.endswith(' base')
+    line = ax.plot(x, [r['bpb'] for r in points], 'o' if base else 'x',
+                   ms=5 if base else 4)[0]
+    grid = np.geomspace(x.min(), x.max(), 20)
+    ax.plot(grid, np.exp(f['log_a']) * grid ** (-f['slope']), '-' if base else ':',
+            color=line.get_color(), lw=1.2 if base else 0.8,
+            label=f"{key}: slope {f['slope']:.3f}")
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('training FLOPs')
+  ax.set_ylabel('validation bits per byte (bound for diffusion)')
+  ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def name_of(row) -> str:
+  return (row['system'] + (f"_{row['decoder_mode']}" if row['decoder_mode'] else '')
+          + f" {row['variant']}")
+
+
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_list('budgets', ['0.5', '1', '2', '4'], 'Budgets (x likelihood.py\'s).')
+  flags.DEFINE_list('variants', ['base'], f'Variants: {", ".join(VARIANTS)}.')
+  flags.DEFINE_list('systems', list(SYSTEMS), 'Systems for the base variant.')
+  flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
+                      'Run directory, shared with bench/likelihood.py.')
+  flags.DEFINE_string('out', str(RESULTS / 'scaling.json'), 'Results JSON (rows are merged '
+                      'with the rows already there, so variants can be added run by run).')
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
+  begin = time.time()
+  workdir = Path(args.workdir)
+  # The shared shards, entropy model and threshold: likelihood.py's scale-1 chain.
+  _, _, shared = likelihood.train_systems(1.0, str(workdir))
+  unit = base_budget_flops()
+  out_path = Path(args.out)
+  old = json.loads(out_path.read_text())['rows'] if out_path.exists() else []
+  rows = {(r['system'], r['decoder_mode'], r['variant'], r['budget']): r for r in old}
+  for variant in args.variants:
+    systems = VARIANTS[variant][0] or args.systems
+    for system in systems:
+      for budget in map(float, args.budgets):
+        row = run(system, variant, budget, workdir, shared, unit)
+        rows[(row['system'], row['decoder_mode'], row['variant'], row['budget'])] = row
+        print(json.dumps(row), flush=True)
+  rows = sorted(rows.values(), key=lambda r: (name_of(r), r['budget']))
+  groups = {}
+  for r in rows:
+    groups.setdefault(name_of(r), []).append(r)
+  fits = {k: fit(v) for k, v in groups.items() if len(v) >= 2}
+  out = dict(rows=rows, fits=fits, budget_unit_flops=unit, machine=report.machine_description(),
+             seconds_this_invocation=round(time.time() - begin, 1))
+  out_path.write_text(json.dumps(out, indent=1))
+  plot(rows, fits, out_path.with_suffix('.png'))
+  if out_path.parent == RESULTS:
+    report.write()
+  for k, f in sorted(fits.items()):
+    print(f"{k}: slope {f['slope']:.3f}" + (f" ± {f['slope_stderr']:.3f}" if f['slope_stderr']
+                                             else ''))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

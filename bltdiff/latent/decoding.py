@@ -1,0 +1,126 @@
+"""Drawing patches from the local decoder D: each slot's bytes from its latent h_i.
+
+  PatchDecoder.draw           every row: `ar` byte by byte with a key/value cache
+                              (L+1 positions per patch, not (L+1)^2), or `parallel`
+                              (first byte, length, the rest in one pass)
+  PatchDecoder.draw_revealed  only the rows a sampler step reveals, gathered into a
+                              buffer of static size (`slot_gather`) and scattered back
+  PatchDecoder.first_symbol_log_probs   D's first position alone (cheap scores)
+
+Draws are reproducible per row: row r of N gets the noise it would get in a
+draw over all N rows, so drawing a gathered subset gives exactly the rows the
+whole-batch draw gives. Every draw also returns the entropy (nats) of D's
+distributions along the drawn path, summed up to the end of the patch: an
+unbiased estimate of the patch's entropy H(patch | h_i).
+"""
+
+import jax
+import jax.numpy as jnp
+
+from bltdiff import vocab
+from bltdiff.latent import slot_gather
+from bltdiff.latent.local_decoder import START, ARDecoder
+from bltdiff.sampling import categorical
+
+
+class PatchDecoder:
+  """D of a `network.LatentDenoiser` (its 'decoder' parameters), for sampling."""
+
+  def __init__(self, net):
+    self.mode = net.decoder_mode
+    self.max_patch_len = net.max_patch_len
+    self.net = net
+    if self.mode == 'ar':
+      # The same parameters, run one position at a time with a cache.
+      self.stepper = ARDecoder(dim=net.dec_dim, num_layers=net.dec_layers,
+                               num_heads=net.dec_heads, mlp_dim=net.dec_mlp_dim,
+                               max_patch_len=net.max_patch_len, dtype=jnp.dtype(net.dtype),
+                               decode=True)
+
+  def _decoder(self, params, fn, *args):
+    return self.net.apply({'params': params}, fn, *args,
+                          method=lambda module, fn, *a: module.decoder_apply(fn, *a))
+
+  def first_symbol_log_probs(self, params, cond_rows):
+    """log-probs of each row's first decoded symbol: cond [rows, D_dec] ->
+    [rows, V] (first byte; for `ar` also the end symbol, never allowed there)."""
+    if self.mode == 'parallel':
+      return self._decoder(params, lambda dec, c: dec.first(c), cond_rows)
+    cache = self._empty_cache(cond_rows.shape[0])
+    start = jnp.full((cond_rows.shape[0], 1), START, jnp.int32)
+    lp, _ = self._ar_step(params, cache, cond_rows, start, jnp.zeros((), jnp.int32))
+    return lp
+
+  def draw(self, params, key, cond_rows, top_p: float = 1.0, rows=None, num_rows=None):
+    """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], entropy [k]).
+    rows / num_rows: the k rows' indices in a batch of num_rows (their noise)."""
+    if self.mode == 'ar':
+      return self._draw_ar(params, key, cond_rows, top_p, rows, num_rows)
+    return self._draw_parallel(params, key, cond_rows, top_p, rows, num_rows)
+
+  def draw_revealed(self, params, key, cond_rows, reveal, top_p: float = 1.0):
+    """Draws for the rows where reveal [N] is True only (`slot_gather`):
+    (bytes [N, L], lengths [N], rows decoded []). Other rows hold PAD / 0."""
+    n = cond_rows.shape[0]
+
+    def draw_rows(cond, rows):
+      out, lengths, _ = self.draw(params, key, cond, top_p, rows, n)
+      return out, lengths
+
+    (out, lengths), decoded = slot_gather.map_selected(draw_rows, cond_rows, reveal,
+                                                       (vocab.PAD, 0))
+    return out, lengths, decoded
+
+  # --- `ar`: a causal decoder with a key/value cache ---------------------------
+
+  def _empty_cache(self, rows: int):
+    shapes = jax.eval_shape(lambda: self.stepper.init(
+        jax.random.PRNGKey(0), jnp.zeros((rows, self.net.dec_dim), jnp.float32),
+        jnp.zeros((rows, self.max_patch_len + 1), jnp.int32))['cache'])
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def _ar_step(self, params, cache, cond, inputs, position):
+    lp, updated = self.stepper.apply({'params': params['decoder'], 'cache': cache}, cond,
+                                     inputs, position, method=ARDecoder.step,
+                                     mutable=['cache'])
+    return lp, updated['cache']
+
+  def _draw_ar(self, params, key, cond, top_p, rows, num_rows):
+    k, L = cond.shape[0], self.max_patch_len
+
+    def step(carry, j):
+      cache, previous, length, entropy = carry
+      lp, cache = self._ar_step(params, cache, cond, previous[:, None], j)
+      entropy = entropy + jnp.where(length < 0, categorical.entropy_of(lp), 0.0)
+      symbol = categorical.gumbel_argmax(jax.random.fold_in(key, j),
+                                         categorical.top_p_filter(lp, top_p), rows, num_rows)
+      ended = length >= 0
+      stop = ~ended & (symbol == vocab.END_OF_PATCH)
+      length = jnp.where(stop, j, length)
+      byte = jnp.where(ended | stop, vocab.PAD, symbol)
+      return (cache, byte, length, entropy), byte
+
+    init = (self._empty_cache(k), jnp.full((k,), START, jnp.int32),
+            jnp.full((k,), -1, jnp.int32), jnp.zeros((k,), jnp.float32))
+    (_, _, length, entropy), drawn = jax.lax.scan(step, init, jnp.arange(L + 1, dtype=jnp.int32))
+    return drawn[:L].T, length, entropy  # the byte drawn at position j is byte j
+
+  # --- `parallel`: first byte, length, then the rest in one pass ----------------
+
+  def _draw_parallel(self, params, key, cond, top_p, rows, num_rows):
+    k1, k2, k3 = jax.random.split(key, 3)
+    draw = lambda k, lp: categorical.gumbel_argmax(k, categorical.top_p_filter(lp, top_p),
+                                                   rows, num_rows)
+    first_lp = self._decoder(params, lambda dec, c: dec.first(c), cond)
+    x0 = draw(k1, first_lp)
+    length_lp = self._decoder(params, lambda dec, c, x: dec.length(c, x), cond, x0)
+    lengths = draw(k2, length_lp) + 1
+    rest_lp = self._decoder(params, lambda dec, *a: dec.rest(*a), cond, x0, lengths)
+    rest = draw(k3, rest_lp)
+    L = rest.shape[1]
+    j = jnp.arange(L)[None, :]
+    inside = (j >= 1) & (j < lengths[:, None])
+    entropy = (categorical.entropy_of(first_lp) + categorical.entropy_of(length_lp)
+               + jnp.sum(jnp.where(inside, categorical.entropy_of(rest_lp), 0.0), -1))
+    out = jnp.where(j == 0, x0[:, None], rest)
+    return jnp.where(j < lengths[:, None], out, vocab.PAD).astype(jnp.int32), lengths, entropy

@@ -1,0 +1,54 @@
+"""Run a row-wise function on the selected rows only, with static shapes.
+
+A sampler step reveals a few slots of many, and the local decoder and encoder
+work on each slot's row alone, so only the revealed rows need them. Under jit
+shapes are static, so the selected rows are gathered into a buffer of one of a
+few fixed sizes (a ladder of halvings of the row count: N/16, N/8, ..., N),
+the smallest that holds them; `lax.switch` runs only that branch (none when
+no row is selected), and the results are scattered back. The largest size is
+every row, so the answer is exact whatever the count. Rows not selected get
+`fill`.
+"""
+
+import jax
+import jax.numpy as jnp
+
+LADDER_HALVINGS = 4  # buffers of N/16 ... N/2 rows, then all N
+
+
+def capacities(num_rows: int) -> tuple[int, ...]:
+  """The buffer sizes for num_rows rows, ascending, the last = num_rows."""
+  sizes = {max(1, num_rows >> k) for k in range(1, LADDER_HALVINGS + 1)}
+  return tuple(sorted(s for s in sizes if s < num_rows)) + (num_rows,)
+
+
+def map_selected(fn, inputs, select, fill):
+  """fn(rows of inputs [k, ...], their indices [k]) -> outputs [k, ...]
+  (pytrees), on the rows where select [N] is True. Returns (outputs [N, ...]
+  with `fill` (a pytree of scalars) elsewhere, rows processed [] int32)."""
+  n = select.shape[0]
+  sizes = capacities(n)
+  count = jnp.sum(select)
+
+  def branch(size):
+    def run():
+      if size == n:  # every row: no gather, and the unselected ones are overwritten
+        out = fn(inputs, jnp.arange(n))
+        return jax.tree.map(lambda o, f: jnp.where(
+            select.reshape((n,) + (1,) * (o.ndim - 1)), o, jnp.asarray(f, o.dtype)), out, fill)
+      index = jnp.nonzero(select, size=size, fill_value=n)[0]  # n: an empty place
+      safe = jnp.minimum(index, n - 1)
+      out = fn(jax.tree.map(lambda x: x[safe], inputs), safe)
+      return jax.tree.map(
+          lambda o, f: jnp.full((n,) + o.shape[1:], f, o.dtype).at[index].set(o, mode='drop'),
+          out, fill)
+    return run
+
+  def nothing():  # no row selected (a quiet sampler step): no work at all
+    shapes = jax.eval_shape(branch(n))
+    return jax.tree.map(lambda s, f: jnp.full(s.shape, f, s.dtype), shapes, fill)
+
+  # 0: nothing; then the smallest size that holds `count`.
+  choice = jnp.where(count == 0, 0, 1 + jnp.sum(jnp.asarray(sizes) < count))
+  out = jax.lax.switch(choice, [nothing] + [branch(s) for s in sizes])
+  return out, jnp.asarray((0,) + sizes, jnp.int32)[choice]
