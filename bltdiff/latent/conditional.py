@@ -45,9 +45,10 @@ from bltdiff.data import pair_batches
 from bltdiff.data.packing import BOUNDARY_ENTROPY
 from bltdiff.errors import ConfigError
 from bltdiff.latent import diffusion, sampling
+from bltdiff.latent.decoding import PatchDecoder
 from bltdiff.latent.network import COUNT_LOGIT_SCALE, LatentDenoiser
 from bltdiff.models import conditional
-from bltdiff.sampling import categorical, registry
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import antithetic_times
 
@@ -117,10 +118,6 @@ class ConditionalDenoiser(LatentDenoiser):
     return (self.contextualize(enc, slot_mask, deterministic),
             self.count_given_source(enc, source_slots))
 
-  def source_count_log_probs(self, patch_tokens, source_slots):
-    """log p(S_t | source) [b, P + 1] from the source slots alone."""
-    return self.count_given_source(self.encode(patch_tokens, source_slots), source_slots)
-
   def __call__(self, patch_tokens, lengths, slot_mask):
     cond, count = self.denoise_and_count(patch_tokens, slot_mask, slot_mask, slot_mask)
     return self.patch_log_prob(cond, patch_tokens, lengths), count
@@ -134,6 +131,7 @@ class ConditionalLatentMDLM(diffusion.LatentMDLM):
     self.data_config = data_config
     self.net = ConditionalDenoiser.from_config(model_config, self.patch_config.num_slots,
                                                self.patch_config.max_patch_len)
+    self.decoder = PatchDecoder(self.net)
 
   @classmethod
   def from_config(cls, config):
@@ -211,9 +209,9 @@ class ConditionalLatentMDLM(diffusion.LatentMDLM):
     for r, s in enumerate(np.asarray(rows['source_len'])):
       target, ended = pair_batches.target_of(out[r], s)
       out[r, s + 1 + len(target) + int(ended):] = vocab.PAD
-    return out, {'latent_calls': int(stats.latent_calls), 'steps': int(stats.steps),
-                 'proposals': int(stats.proposals),
-                 'mean_patches': float(np.mean(np.sum(np.asarray(state['slot_mask']), -1)))}
+    return out, dict(loops.summarize(stats), decoder_rows=int(state['decoder_rows']),
+                     encoder_rows=int(state['encoder_rows']),
+                     mean_patches=float(np.mean(np.sum(np.asarray(state['slot_mask']), -1))))
 
   def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
              prefix=None, suffix=None):
@@ -225,21 +223,27 @@ class ConditionalLatentMDLM(diffusion.LatentMDLM):
 
 @functools.lru_cache(maxsize=32)
 def _target_sampler(model: ConditionalLatentMDLM, options: SamplerOptions):
-  """jit((params, key, tokens, entropies, source_len) -> (slot state, SamplerStats))."""
-  P = model.patch_config.num_slots
+  """jit((params, key, tokens, entropies, source_len) -> (slot state, SamplerStats)):
+  the source slots encoded once (`sampling.encode_revealed`), S_t drawn from
+  p(S_t | source) on those encodings, then the registry's sampler over the
+  S_t target slots (the state of `bltdiff.latent.sampling`)."""
+  P, L = model.patch_config.num_slots, model.patch_config.max_patch_len
 
   @jax.jit
   def run(params, key, tokens, entropies, source_len):
     count_key, key = jax.random.split(key)
+    b = tokens.shape[0]
     patches, source_slots, _ = pair_patches(tokens, entropies, source_len, model.patch_config)
-    pt = patching.patch_bytes(tokens, patches, model.patch_config.max_patch_len)
-    count_lp = model.net.apply({'params': params}, pt, source_slots,
-                               method=ConditionalDenoiser.source_count_log_probs)
+    pt = jnp.where(source_slots[..., None], patching.patch_bytes(tokens, patches, L), vocab.PAD)
+    enc = jnp.zeros((b, P, model.config.dim), jnp.dtype(model.config.dtype))
+    enc, encoded = sampling.encode_revealed(model, params, pt, source_slots, enc)
+    count_lp = model.net.apply({'params': params}, enc, source_slots,
+                               method=ConditionalDenoiser.count_given_source)
     count = categorical.gumbel_argmax(count_key, count_lp)
     in_use = jnp.arange(P)[None, :] < (jnp.sum(source_slots, -1) + count)[:, None]
-    state = dict(tokens=jnp.where(source_slots[..., None], pt, vocab.PAD),
-                 lengths=jnp.where(source_slots, patches.lengths, 0),
-                 masked=in_use & ~source_slots, slot_mask=in_use)
+    state = dict(tokens=pt, lengths=jnp.where(source_slots, patches.lengths, 0),
+                 masked=in_use & ~source_slots, slot_mask=in_use, enc=enc,
+                 decoder_rows=jnp.int32(0), encoder_rows=encoded)
     return registry.run(sampling.SlotAdapter(model, params, options.top_p), key, state, options)
 
   return run

@@ -42,7 +42,7 @@ from bltdiff import vocab
 from bltdiff.data import pair_batches
 from bltdiff.errors import ConfigError
 from bltdiff.models import byte_ar, byte_mdlm
-from bltdiff.sampling import categorical, registry
+from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import Schedule, antithetic_times
 
@@ -123,7 +123,9 @@ class ConditionalByteAR(byte_ar.ByteARModel):
     run = _conditional_ar_sampler(self, tokens.shape[0], tokens.shape[1], options.top_p)
     out, calls = categorical.run_with_x64(run, params, key, tokens,
                                           jnp.asarray(rows['source_len'], jnp.int32) + 1)
-    return np.asarray(out), {'latent_calls': int(calls), 'steps': int(calls)}
+    calls = int(calls)
+    return np.asarray(out), {'latent_calls': calls, 'steps': calls, 'proposals': calls,
+                             'steps_taken': float(calls)}
 
   def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
              prefix=None, suffix=None):
@@ -143,7 +145,10 @@ def _conditional_ar_sampler(model: ConditionalByteAR, num_samples: int, length: 
 
   @jax.jit
   def run(params, key, tokens, first):
-    cache = model.decoder.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.int32))['cache']
+    # An empty cache, its shapes traced (byte_ar.compiled_sampler does the same).
+    cache_shapes = jax.eval_shape(
+        lambda: model.decoder.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.int32))['cache'])
+    cache = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), cache_shapes)
     segment = jnp.ones((num_samples, 1), jnp.int32)  # one segment: the target sees its source
 
     def unfinished(carry):
@@ -205,11 +210,13 @@ class ConditionalByteMDLM(byte_mdlm.ByteMDLM):
   def from_config(cls, config):
     return cls(config.model, config.data)
 
-  def loss(self, params, batch, key, train: bool = True):
+  def loss(self, params, batch, key, train: bool = True, t=None):
+    """Σ_rows region NELBO / Σ target symbols (nats), and metrics; t [b]
+    fixes the diffusion times (default: antithetic draws)."""
     x, region = filled_region(batch)
     loss_key, dropout_key = jax.random.split(key)
     fn = lambda z: self.log_probs(params, z, dropout_key=dropout_key if train else None)
-    per_row = region_nelbo(fn, x, region, loss_key, self.schedule,
+    per_row = region_nelbo(fn, x, region, loss_key, self.schedule, t=t,
                            t_min=byte_mdlm.TRAIN_T_MIN if train else 0.0)
     loss = jnp.sum(per_row) / target_symbols(batch)
     return loss, {'loss': loss, 'bpb': loss / math.log(2.0)}
@@ -228,7 +235,7 @@ class ConditionalByteMDLM(byte_mdlm.ByteMDLM):
       target, ended = pair_batches.target_of(out[r], s)
       stop = s + 1 + len(target) + int(ended)
       out[r, stop:] = vocab.PAD
-    return out, byte_mdlm.stats_to_python(stats)
+    return out, loops.summarize(stats)
 
   def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
              prefix=None, suffix=None):
