@@ -26,7 +26,7 @@ import platform
 
 import jax
 
-from bltdiff import task_eval
+from bltdiff import task_eval, task_metrics, text
 from bltdiff.errors import ConfigError
 from bltdiff.sample_flags import OUTPUT, SEED, option_overrides
 from bltdiff.sampling.options import SamplerOptions
@@ -34,6 +34,7 @@ from bltdiff.task_flags import EVALUATOR, NUM_EXAMPLES, SETTINGS, TASK_BATCH, TA
 from bltdiff.training import restore
 
 LAYOUT_FIELDS = ('seq_len', 'max_source_share', 'source_keep')
+SHOWN = 3  # generations kept as text in each row of the JSON, for reading
 TABLE = ('system', 'sampler', 'steps', 'rougeL', 'gen_bpb', 'distinct_2', 'self_bleu',
          'repeat_8gram', 'mean_bytes', 'ended', 'latent_calls', 'wall_s_per_example')
 
@@ -63,23 +64,32 @@ def system_name(config) -> tuple[str, str | None]:
   return ('bltdiff', config.model.decoder_mode) if kind == 'latent_mdlm' else (kind, None)
 
 
+def check_same_rows(workdirs, data_configs):
+  """ConfigError unless every run was trained on pairs with one row layout."""
+  first = data_configs[0]
+  for w, data in zip(workdirs, data_configs):
+    if data.get('format', 'text') != 'pairs':
+      raise ConfigError(f'data.format: {w} was trained on {data.get("format", "text")!r}; '
+                        f'eval_task needs runs trained on pairs')
+    for field in LAYOUT_FIELDS:
+      if data[field] != first[field]:
+        raise ConfigError(f'data.{field}: {w} has {data[field]!r}, {workdirs[0]} '
+                          f'{first[field]!r}; eval_task compares runs on the same rows')
+
+
 def evaluate_runs(workdirs, *, evaluator_dir=None, settings=(('cached', 64),), num_examples=64,
                   batch_size=16, overrides=None, seed=0) -> dict:
   """The command's results for trained pairs runs (module docstring).
   settings: [(sampler, steps)] for every diffusion run, or {model kind: [...]}."""
   loaded = [restore.load_for_inference(w) for w in workdirs]
+  check_same_rows(workdirs, [run.config.data for run in loaded])
   first = loaded[0].config.data
-  for w, run in zip(workdirs, loaded):
-    if run.config.data.get('format', 'text') != 'pairs':
-      raise ConfigError(f'{w}: data.format is not pairs; eval_task needs runs trained on pairs')
-    for field in LAYOUT_FIELDS:
-      if run.config.data[field] != first[field]:
-        raise ConfigError(f'data.{field}: {w} has {run.config.data[field]!r}, {workdirs[0]} '
-                          f'{first[field]!r}; eval_task compares runs on the same rows')
   prepared = first.prepared_dir
   data_rows = task_eval.held_out_rows(first, prepared, num_examples, batch_size)
   rows_with_targets, references, _ = task_eval.target_rows(data_rows['tokens'],
                                                            data_rows['source_len'])
+  sources = [text.render(r[:s]) for r, s in zip(data_rows['tokens'][:SHOWN],
+                                                  data_rows['source_len'][:SHOWN])]
   evaluator = restore.load_for_inference(evaluator_dir) if evaluator_dir else None
   if evaluator is not None and evaluator.config.model.kind != 'byte_ar':
     raise ConfigError(f'--evaluator: {evaluator_dir} holds {evaluator.config.model.kind}, not byte_ar')
@@ -95,7 +105,8 @@ def evaluate_runs(workdirs, *, evaluator_dir=None, settings=(('cached', 64),), n
   data_figures = {k: v for k, v in data_figures.items() if not k.startswith('rouge')}
   result = {'examples': num_examples, 'seq_len': int(first.seq_len), 'prepared_dir': prepared,
             'evaluator': evaluator_dir, 'machine': machine(), 'rows': [],
-            'data': dict(system='data', **data_figures), 'per_example': {'data': data_examples}}
+            'data': dict(system='data', **data_figures), 'per_example': {'data': data_examples},
+            'shown': {'sources': sources, 'references': [task_metrics.as_text(r) for r in references[:SHOWN]]}}
   key = jax.random.PRNGKey(seed)
   for w, run in zip(workdirs, loaded):
     system, decoder = system_name(run.config)
@@ -108,11 +119,12 @@ def evaluate_runs(workdirs, *, evaluator_dir=None, settings=(('cached', 64),), n
       options = setting_options(base, sampler, steps or base.steps)
       generated, cost = task_eval.generate(run.model, run.params, rows, options,
                                            batch_size=batch_size, key=key)
-      scored_rows, _, _ = task_eval.target_rows(generated, rows['source_len'])
+      scored_rows, targets, _ = task_eval.target_rows(generated, rows['source_len'])
       figures, examples = task_eval.score(scored_rows, references, nats_of(scored_rows))
       name = '|'.join([system, decoder or '', sampler, str(steps or '')])
       result['rows'].append(dict(key=name, system=system, decoder_mode=decoder, run=w,
-                                 sampler=sampler, steps=steps, **figures, **cost))
+                                 sampler=sampler, steps=steps, **figures, **cost,
+                                 generations=[task_metrics.as_text(t) for t in targets[:SHOWN]]))
       result['per_example'][name] = examples
       print(json.dumps({k: result['rows'][-1].get(k) for k in TABLE}), flush=True)
   return result
