@@ -14,6 +14,7 @@ import pytest
 
 from bltdiff import vocab
 from bltdiff.data import pair_batches
+from bltdiff.data.packing import BOUNDARY_ENTROPY
 from bltdiff.data.pipeline import DocumentSource
 from bltdiff.errors import ConfigError
 from data_prep import manifest as mf
@@ -231,6 +232,35 @@ def test_killed_pair_prepare_resumes_without_redoing_shards(tmp_path, monkeypatc
   assert rerun == []
   with pytest.raises(DataError, match='other parameters'):  # the same --out with another passage size
     prep.prepare('text', out, **{**kwargs, 'passage_bytes': 81})
+
+
+def test_pair_entropies_are_the_sources_then_the_targets(tmp_path):
+  """Entropy shards of pairs: per pair, float16 entropies of the source then
+  of the target, each scored as a document of its own; rows lay them out like
+  the bytes, BOUNDARY_ENTROPY at the separator, END and PAD."""
+  paths = write_files(tmp_path / 'in', word_docs(6, seed=3, max_words=60))
+  scored = []
+
+  def entropy_fn(docs):  # entropy of byte i of a document: i / 8 (its position in that document)
+    scored.extend(docs)
+    return [np.arange(len(d), dtype=np.float32) / 8 for d in docs]
+
+  prep.prepare('text', tmp_path / 'out', data_format='pairs', paths=paths, passage_bytes=20,
+               validation_fraction=0.0, entropy_fn=entropy_fn)
+  assert mf.read_manifest(tmp_path / 'out', 'pairs')['has_entropies']
+  source = pair_batches.PairSource(str(tmp_path / 'out'), 'train', with_entropies=True)
+  for i in range(len(source)):
+    pair = source[i]
+    s, t = len(pair['source']), len(pair['target'])
+    want = np.concatenate([np.arange(s), np.arange(t)]) / 8
+    np.testing.assert_allclose(pair['entropies'].astype(np.float32), want, atol=1e-2)
+  assert len(scored) == len(set(scored))  # a passage shared by two pairs is scored once
+  row = pair_batches.layout_pair(source[0], seq_len=64)
+  s = int(row['source_len'])
+  ents = row['entropies']
+  np.testing.assert_allclose(ents[:s], np.arange(s) / 8, atol=1e-2)
+  assert ents[s] == BOUNDARY_ENTROPY and ents[s + 1] == 0.0
+  assert (ents[row['tokens'] == vocab.PAD] == BOUNDARY_ENTROPY).all()
 
 
 def test_formats_are_told_apart(tmp_path):
