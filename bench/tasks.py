@@ -1,7 +1,12 @@
 """Conditional generation on the development corpus: passage -> next passage,
 for byte AR, byte MDLM and bltdiff trained to equal FLOPs.
 
-  python bench/tasks.py [--preset=cpu|smoke] [--workdir=runs/bench_tasks]
+  python bench/tasks.py [--preset=cpu|smoke] [--workdir=runs/bench_tasks] [--out=bench/results/tasks.json]
+
+The real run is `python bench/tasks.py` (preset cpu, sized for <= 45 minutes on
+the 2-core development machine); `--preset=smoke --out=/tmp/tasks.json` runs
+every code path in minutes (tiny step counts: its figures mean nothing, and it
+leaves bench/results and BENCHMARKS.md alone unless --out points there).
 
 Protocol
 - Data: books of ../shared/data/gutenberg (PRESETS[...]['books']), cut into
@@ -13,15 +18,16 @@ Protocol
   entropies and calibrates the patcher to 4.5 bytes per patch; every system
   reads those shards (one split for all).
 - Systems: byte AR, byte MDLM and bltdiff (latent MDLM, `ar` decoder), the
-  model sizes of bench/likelihood.py (its configs are not imported: it
-  defines command-line flags at import), trained on the pairs (data.format =
-  'pairs': loss on the target only) by the project's trainer. FLOPs: each
-  system's forward+backward of its loss on one batch (bltdiff.flops); the
-  budget is bltdiff's FLOPs per step x `base_steps`; every system gets
-  round(budget / its FLOPs per step) steps. The entropy model is not counted.
+  model sizes of bench/likelihood.py, trained on the pairs (data.format =
+  'pairs': loss on the target only) by the project's trainer
+  (likelihood.run_system). FLOPs: each system's forward+backward of its loss
+  on one batch (likelihood.step_flops_and_params); the budget is bltdiff's
+  FLOPs per step x `base_steps`; every system gets round(budget / its FLOPs
+  per step) steps. The entropy model is not counted (as in bench/likelihood.py).
 - Evaluator: a byte AR larger than every system (bench/sampling.py's
-  evaluator size) trained on the same train pairs `evaluator_factor` times
-  byte AR's steps; it scores gen-bpb of a generated target given its source.
+  evaluator size) trained on the same train pairs with `evaluator_factor` x
+  the budget; it scores gen-bpb of a generated target given its source. The
+  JSON says whether its validation bpb beats every system's.
 - Generation and figures: `bltdiff.eval_task.evaluate_runs` on the first
   `examples` validation pairs: every sampler setting of the preset, ROUGE,
   distinct-n, self-BLEU, repeats, gen-bpb, length, calls, wall time per
@@ -47,15 +53,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'bench'))
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+import likelihood  # noqa: E402  (bench/likelihood.py: model sizes, FLOPs, trainer runs)
 import report  # noqa: E402
-from bltdiff import commands, eval_task, flops, intervals  # noqa: E402
-from bltdiff.models import registry  # noqa: E402
-from bltdiff.training import state  # noqa: E402
+from bltdiff import eval_task, intervals  # noqa: E402
 from configs import common  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
@@ -65,7 +67,7 @@ SPEEDUP_TARGET = 5.0
 PRESETS = {
     # Minutes: every code path on a few steps.
     'smoke': dict(books=('pg11.txt', 'pg5200.txt'), seq_len=128, passage_bytes=60,
-                  num_slots=40, base_steps=8, entropy_steps=20, evaluator_factor=1.0,
+                  num_slots=40, base_steps=8, entropy_steps=20, evaluator_factor=0.5,
                   validation_fraction=0.2,
                   examples=16, batch=8,
                   settings={'byte_mdlm': [('cached', 64), ('cached', 8)],
@@ -73,7 +75,7 @@ PRESETS = {
     'cpu': dict(books=('pg1342.txt', 'pg11.txt', 'pg16.txt', 'pg5200.txt'), seq_len=192,
                 passage_bytes=90, num_slots=56, base_steps=300, entropy_steps=200,
                 validation_fraction=0.05,
-                evaluator_factor=1.5, examples=128, batch=32,
+                evaluator_factor=2.0, examples=128, batch=32,
                 settings={'byte_mdlm': [('cached', 128), ('cached', 32), ('cached', 8)],
                           'latent_mdlm': [('cached', 32), ('cached', 16), ('cached', 8),
                                           ('adaptive', 32)]}),
@@ -100,61 +102,50 @@ def run_config(model, preset, **sections):
 
 
 def system_configs(preset):
-  """bench/likelihood.py's model sizes; the evaluator is bench/sampling.py's."""
+  """bench/likelihood.py's model sizes on the preset's pairs; the evaluator is
+  bench/sampling.py's size."""
   latent = run_config(
-      common.latent_model(dim=192, num_layers=4, num_heads=6, mlp_dim=576, decoder_mode='ar'),
-      preset, patching=common.patching_config(num_slots=preset['num_slots']),
+      likelihood.latent_config('ar').model, preset,
+      patching=common.patching_config(num_slots=preset['num_slots']),
       entropy_model=common.entropy_model_run(data_section(preset), seq_len=128))
   latent.data.use_entropies = True  # the chain's shards carry them; example batches too
   latent.entropy_model.train.update(num_steps=preset['entropy_steps'], eval_batches=2)
+  evaluator = common.byte_model('byte_ar', dim=256, num_layers=4, num_heads=8, mlp_dim=1024)
   return {'bltdiff': latent,
-          'byte_mdlm': run_config(common.byte_model('byte_mdlm'), preset),
-          'byte_ar': run_config(common.byte_model('byte_ar'), preset),
-          'evaluator': run_config(common.byte_model('byte_ar', dim=192, num_layers=4, num_heads=6,
-                                                    mlp_dim=576), preset)}
-
-
-def step_flops_and_params(config):
-  """(FLOPs of one forward+backward of the loss on a global batch, parameter count)."""
-  model = registry.get_model(config)
-  batch = state.example_batch(config, config.train.batch_size)
-  abstract = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), batch))
-  grad = jax.value_and_grad(lambda p, b, k: model.loss(p, b, k, True)[0])
-  return (flops.count(grad, abstract, batch, jax.random.PRNGKey(0)),
-          sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)))
+          'byte_mdlm': run_config(likelihood.byte_config('byte_mdlm').model, preset),
+          'byte_ar': run_config(likelihood.byte_config('byte_ar').model, preset),
+          'evaluator': run_config(evaluator, preset)}
 
 
 def train_all(preset, workdir: Path):
   """Trains (or reuses) every system at equal FLOPs, then the evaluator.
   Returns ({name: run dir}, {name: cost row})."""
   configs = system_configs(preset)
-  costs = {name: step_flops_and_params(c) for name, c in configs.items()}
+  costs = {name: likelihood.step_flops_and_params(c) for name, c in configs.items()}
   budget = costs['bltdiff'][0] * preset['base_steps']
   runs, rows, prepared = {}, {}, None
   for name in ('bltdiff', 'byte_mdlm', 'byte_ar', 'evaluator'):
     config, (step_flops, params) = configs[name], costs[name]
-    steps = max(1, round(budget / step_flops))
-    if name == 'evaluator':
-      steps = max(1, round(rows['byte_ar']['steps'] * preset['evaluator_factor']))
+    factor = preset['evaluator_factor'] if name == 'evaluator' else 1.0
+    steps = max(1, round(factor * budget / step_flops))
     with config.unlocked():
-      config.train.num_steps = steps
-      config.train.warmup_steps = min(config.train.warmup_steps, max(1, steps // 10))
       config.train.eval_every = config.train.checkpoint_every = steps
       if prepared:  # bltdiff's chain prepared the shards: one split for every system
         config.data.prepared_dir = prepared
     runs[name] = str(workdir / name)
     print(f'== {name}: {step_flops:.3e} FLOPs/step x {steps} steps, {params / 1e6:.2f}M params',
           flush=True)
-    start = time.time()
-    commands.train(config, runs[name])
-    lines = [json.loads(x) for x in Path(runs[name], 'metrics.jsonl').read_text().splitlines()]
-    metrics = [m for m in lines if 'eval_bpb' in m][-1]
+    metrics, train_s, _ = likelihood.run_system(name, config, runs[name], steps)
     rows[name] = dict(system=name, steps=steps, flops_per_step=step_flops,
                       train_flops=step_flops * steps, params=params,
-                      train_seconds=round(time.time() - start, 1),
-                      eval_bpb=metrics.get('eval_bpb'))
+                      train_seconds=round(train_s, 1), eval_bpb=metrics.get('eval_bpb'))
     if prepared is None:
       prepared = json.loads(Path(runs[name], 'config.json').read_text())['data']['prepared_dir']
+      prepared = str(Path(runs[name], prepared))  # saved relative to the run
+  systems = [rows[n] for n in ('bltdiff', 'byte_mdlm', 'byte_ar')]
+  rows['evaluator'].update(
+      larger_than_every_system=all(rows['evaluator']['params'] > r['params'] for r in systems),
+      stronger_than_every_system=all(rows['evaluator']['eval_bpb'] < r['eval_bpb'] for r in systems))
   return runs, rows
 
 
@@ -226,19 +217,22 @@ def notes(result, target, preset, train_rows, minutes) -> str:
           f"{gap['wall_ratio']:.2f}x AR's. This run took {minutes:.1f} min.")
 
 
-FLAGS_PRESET = flags.DEFINE_enum('preset', 'cpu', sorted(PRESETS), 'Settings preset.')
-FLAGS_WORKDIR = flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_tasks'),
-                                    'Run directory (finished runs are reused).')
-FLAGS_OUT = flags.DEFINE_string('out', str(RESULTS / 'tasks.json'), 'Results JSON.')
+def define_flags():
+  """The script's flags (defined when it runs as a script, so that another
+  benchmark can import it)."""
+  flags.DEFINE_enum('preset', 'cpu', sorted(PRESETS), 'Settings preset.')
+  flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_tasks'),
+                      'Run directory (finished runs are reused).')
+  flags.DEFINE_string('out', str(RESULTS / 'tasks.json'), 'Results JSON (the PNG beside it).')
 
 
 def main(argv):
   del argv
-  preset = PRESETS[FLAGS_PRESET.value]
+  preset = PRESETS[flags.FLAGS.preset]
   if not CORPUS.is_dir():
     sys.exit(f'development corpus not found at {CORPUS}')
   begin, load_before = time.time(), os.getloadavg()
-  workdir = Path(FLAGS_WORKDIR.value) / FLAGS_PRESET.value
+  workdir = Path(flags.FLAGS.workdir) / flags.FLAGS.preset
   runs, train_rows = train_all(preset, workdir)
   train_s = time.time() - begin
   result = eval_task.evaluate_runs(
@@ -246,19 +240,21 @@ def main(argv):
       settings=preset['settings'], num_examples=preset['examples'], batch_size=preset['batch'])
   minutes = (time.time() - begin) / 60
   target = targets(result)
-  result.update(preset=FLAGS_PRESET.value, settings={k: v for k, v in preset.items()},
+  result.update(preset=flags.FLAGS.preset, settings={k: v for k, v in preset.items()},
                 train=list(train_rows.values()), targets=target, train_seconds=round(train_s, 1),
                 total_seconds=round(time.time() - begin, 1),
                 load_average={'before': load_before, 'after': os.getloadavg()},
                 notes=notes(result, target, preset, train_rows, minutes))
-  out = Path(FLAGS_OUT.value)
+  out = Path(flags.FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1))
   eval_task.plot(result, str(out.with_suffix('.png')))
-  report.write()
+  if out.parent == RESULTS:
+    report.write()
   print(result['notes'])
   print(f'wrote {out} in {minutes:.1f} min')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

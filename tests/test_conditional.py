@@ -12,6 +12,8 @@ import pytest
 
 from bltdiff import vocab
 from bltdiff.data import pair_batches
+from bltdiff.data.packing import BOUNDARY_ENTROPY
+from bltdiff.errors import ConfigError
 from bltdiff.models import conditional, registry
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.schedules import Schedule
@@ -191,6 +193,24 @@ def test_conditional_bound_is_the_joint_bound_minus_the_source_share():
   assert joint.mean() == pytest.approx(-math.log(0.5), abs=tol(joint))
   assert cond.mean() <= joint.mean() - source_share + tol(cond) + tol(joint)
   assert joint.mean() - cond.mean() > 0.5 * source_share  # the source is not scored
+
+
+def test_latent_sources_are_scored_by_the_entropy_model_only_when_given():
+  config = pairs_config('unused/*.txt', 'latent_mdlm')
+  with config.unlocked():
+    config.patching.mode = 'entropy'
+    config.data.use_entropies = True
+  model = registry.get_model(config)
+  rows = pair_batches.source_rows(pair_rows())
+  empty = dict(rows, source_len=np.zeros_like(rows['source_len']))
+  assert (model.with_source_entropies(empty)['entropies'] == BOUNDARY_ENTROPY).all()
+  with pytest.raises(ConfigError, match='^patching.entropy_model'):
+    model.with_source_entropies(rows)
+  model.entropy_fn = lambda docs: [np.arange(len(d), dtype=np.float32) for d in docs]
+  ents = model.with_source_entropies(rows)['entropies']
+  for r, s in enumerate(rows['source_len']):
+    np.testing.assert_array_equal(ents[r, :s], np.arange(s))
+    assert (ents[r, s:] == BOUNDARY_ENTROPY).all()
 
 
 @pytest.mark.parametrize('kind, sampler', [('byte_ar', 'cached'), ('byte_mdlm', 'cached'),

@@ -181,17 +181,20 @@ class ConditionalLatentMDLM(diffusion.LatentMDLM):
     }
 
   def with_source_entropies(self, rows):
-    """rows with 'entropies' (the sources scored by entropy_fn) where the
-    patching mode needs them and rows have none."""
+    """rows with 'entropies' (each non-empty source scored by entropy_fn,
+    BOUNDARY_ENTROPY elsewhere) where the patching mode needs them and rows
+    have none. Empty sources (the trainer's samples) need no entropy model."""
     if 'entropies' in rows or self.patch_config.mode not in patching.ENTROPY_MODES:
       return rows
-    if self.entropy_fn is None:
-      raise ConfigError('patching.entropy_model: sources need the entropy model of the run')
     tokens, lens = np.asarray(rows['tokens']), np.asarray(rows['source_len'])
-    scored = self.entropy_fn([bytes(r[:s].astype(np.uint8).tolist()) for r, s in zip(tokens, lens)])
     ents = np.full(tokens.shape, BOUNDARY_ENTROPY, np.float32)
-    for r, (s, e) in enumerate(zip(lens, scored)):
-      ents[r, :s] = e
+    given = np.flatnonzero(lens > 0)
+    if given.size and self.entropy_fn is None:
+      raise ConfigError('patching.entropy_model: sources need the entropy model of the run')
+    if given.size:
+      scored = self.entropy_fn([bytes(tokens[r, :lens[r]].astype(np.uint8).tolist()) for r in given])
+      for r, e in zip(given, scored):
+        ents[r, :lens[r]] = e
     return dict(rows, entropies=ents)
 
   def generate(self, params, key, options: SamplerOptions, rows):
