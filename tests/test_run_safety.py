@@ -19,6 +19,7 @@ import pytest
 
 from bltdiff import calibration, commands, data_chain
 from bltdiff.data import pipeline
+from bltdiff.errors import ConfigError
 from bltdiff.training import checkpointing
 from conftest import REPO, write_corpus
 from data_prep import writer
@@ -90,6 +91,18 @@ def test_train_with_other_shapes_stops_first_and_changes_nothing(run_copy):
   assert project_lines(r.stderr) == [r.stderr.strip().splitlines()[-1]]
   assert 'model.dim=32 in the run, 64 now' in r.stderr
   assert snapshot(workdir) == before
+
+
+def test_a_latent_run_resumes_with_its_own_config(tmp_path, make_latent_config):
+  """config.json stores tuples (model.ngram_sizes) as lists: the same config
+  resumes; a changed tuple is still named."""
+  config = make_latent_config()
+  checkpointing.save_config(config, str(tmp_path))
+  checkpointing.check_resumable(config, str(tmp_path))
+  with config.unlocked():
+    config.model.ngram_sizes = (3, 5)
+  with pytest.raises(ConfigError, match=r'model\.ngram_sizes=\[3, 4\] in the run, \[3, 5\] now'):
+    checkpointing.check_resumable(config, str(tmp_path))
 
 
 @pytest.mark.parametrize('flag, field', [('--num_samples=0', '--num_samples'),

@@ -115,6 +115,8 @@ def _flat(value, prefix: str) -> dict:
     for k, v in items:
       out.update(_flat(v, f'{prefix}.{k}'))
     return out
+  if isinstance(value, tuple):  # config.json stores tuples as lists: compare values, not types
+    value = list(value)
   return {prefix: value}
 
 
