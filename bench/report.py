@@ -102,6 +102,25 @@ def section_rows(columns):
   return render
 
 
+def _inline(text: str) -> str:
+  """A generated or reference text on one markdown line, as code."""
+  text = text.replace('`', "'").replace('\r', '').replace('\n', ' \u23ce ')
+  return '`' + ''.join(c if c.isprintable() else '\ufffd' for c in text) + '`'
+
+
+def task_examples(data) -> str:
+  """The first held-out example: its source, its reference and each row's generation."""
+  shown = data.get('shown')
+  if not shown or not shown['sources']:
+    return ''
+  lines = [f"- source: {_inline(shown['sources'][0])}",
+           f"- reference: {_inline(shown['references'][0])}"]
+  for r in data['rows']:
+    name = ' '.join(str(x) for x in (r['system'], r['sampler'], r['steps'] or '') if x != '')
+    lines.append(f"- {name}: {_inline(r['generations'][0])}")
+  return '\n\nThe first held-out example and what each row wrote:\n\n' + '\n'.join(lines)
+
+
 def section_tasks(data) -> str:
   columns = ['system', 'sampler', 'steps', 'rougeL', 'rougeL_ci', 'gen_bpb', 'gen_bpb_ci',
              'distinct_1', 'distinct_2', 'distinct_3', 'self_bleu', 'repeat_8gram', 'mean_bytes',
@@ -111,7 +130,8 @@ def section_tasks(data) -> str:
           + '\n\nTraining (eval_bpb: bits per target symbol on validation pairs, a bound for the '
           'diffusion models; the evaluator is not a system under test):\n\n'
           + table(data['train'], ['system', 'steps', 'flops_per_step', 'train_flops', 'params',
-                                  'eval_bpb', 'train_seconds']))
+                                  'eval_bpb', 'train_seconds'])
+          + task_examples(data))
 
 
 SECTIONS = [

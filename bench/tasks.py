@@ -212,7 +212,12 @@ def notes(result, target, preset, train_rows, minutes) -> str:
                                       (f'>= {SPEEDUP_TARGET:g}x speed', check['speedup'] < SPEEDUP_TARGET)]
                if bad]
     verdict = f"Target missed ({', '.join(missing)}). " + verdict
-  return (head + verdict + f"Gap to byte AR (bltdiff minus AR, 95% paired bootstrap): gen-bpb "
+  ev = train_rows['evaluator']
+  judge = (f"The evaluator ({ev['params'] / 1e6:.1f}M parameters, validation "
+           f"{ev['eval_bpb']:.3f} bits per target symbol) "
+           f"{'beats' if ev['stronger_than_every_system'] else 'does NOT beat'} every system's "
+           f"validation figure. ")
+  return (head + judge + verdict + f"Gap to byte AR (bltdiff minus AR, 95% paired bootstrap): gen-bpb "
           f"{_ci(gap['gen_bpb_diff'])}, ROUGE-L {_ci(gap['rougeL_diff'])}, wall time "
           f"{gap['wall_ratio']:.2f}x AR's. This run took {minutes:.1f} min.")
 
