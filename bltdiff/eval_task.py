@@ -163,6 +163,8 @@ def plot(result: dict, path: str):
     if field == 'gen_bpb':
       ax.axhline(result['data']['gen_bpb'], color='k', ls='--', lw=1, label='reference targets')
     ax.set_xscale('log')
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter('%g'))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel('wall time per example (s)')
     ax.set_ylabel(label)
