@@ -21,7 +21,8 @@ Figures of one (system, setting) over the n examples (see `score`):
   ended             fraction of generations that wrote END
   latent_calls      network calls per generated batch (every example of a
                     batch takes part in all of them)
-  wall_s_per_example  generation wall time / n, after a compiling call
+  wall_s_per_example  generation wall time / n, after a compiling call (for
+                    bltdiff it includes patching the source with its entropy model)
 Intervals: `bltdiff.intervals` (percentile bootstrap over examples).
 """
 
@@ -61,8 +62,11 @@ def generate(model, params, rows: dict, options, *, batch_size: int, key) -> tup
 
   Batches of batch_size examples (the last one filled up with copies of
   example 0, whose outputs are dropped). One untimed call compiles first;
-  batch j uses fold_in(key, j)."""
+  batch j uses fold_in(key, j). The sources' stored entropies are dropped:
+  a model is given the source bytes only, so bltdiff's wall time includes
+  its entropy model patching each source."""
   sources = pair_batches.source_rows(rows)
+  sources.pop('entropies', None)
   n = len(sources['tokens'])
   batch_of = lambda start: {k: v[np.where(np.arange(start, start + batch_size) < n,
                                           np.arange(start, start + batch_size), 0)]
