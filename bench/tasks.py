@@ -5,8 +5,9 @@ for byte AR, byte MDLM and bltdiff trained to equal FLOPs.
 
 The real run is `python bench/tasks.py` (preset cpu, sized for <= 45 minutes on
 the 2-core development machine); `--preset=smoke --out=/tmp/tasks.json` runs
-every code path in minutes (tiny step counts: its figures mean nothing, and it
-leaves bench/results and BENCHMARKS.md alone unless --out points there).
+every code path in minutes (3.6 min from scratch on the 2-core development
+machine, under load; tiny step counts: its figures mean nothing, and it leaves
+bench/results and BENCHMARKS.md alone unless --out points there).
 
 Protocol
 - Data: books of ../shared/data/gutenberg (PRESETS[...]['books']), cut into
