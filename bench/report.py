@@ -28,6 +28,8 @@ def machine_description() -> str:
 def _fmt(value, digits=3):
   if value is None:
     return '–'
+  if isinstance(value, (list, tuple)):  # an interval
+    return '[' + ', '.join(_fmt(v, digits) for v in value) + ']'
   if isinstance(value, float):
     return f'{value:.{digits}g}' if abs(value) < 1e4 else f'{value:.3e}'
   return str(value)
@@ -100,6 +102,38 @@ def section_rows(columns):
   return render
 
 
+def _inline(text: str) -> str:
+  """A generated or reference text on one markdown line, as code."""
+  text = text.replace('`', "'").replace('\r', '').replace('\n', ' \u23ce ')
+  return '`' + ''.join(c if c.isprintable() else '\ufffd' for c in text) + '`'
+
+
+def task_examples(data) -> str:
+  """The first held-out example: its source, its reference and each row's generation."""
+  shown = data.get('shown')
+  if not shown or not shown['sources']:
+    return ''
+  lines = [f"- source: {_inline(shown['sources'][0])}",
+           f"- reference: {_inline(shown['references'][0])}"]
+  for r in data['rows']:
+    name = ' '.join(str(x) for x in (r['system'], r['sampler'], r['steps'] or '') if x != '')
+    lines.append(f"- {name}: {_inline(r['generations'][0])}")
+  return '\n\nThe first held-out example and what each row wrote:\n\n' + '\n'.join(lines)
+
+
+def section_tasks(data) -> str:
+  columns = ['system', 'sampler', 'steps', 'rougeL', 'rougeL_ci', 'gen_bpb', 'gen_bpb_ci',
+             'distinct_1', 'distinct_2', 'distinct_3', 'self_bleu', 'repeat_8gram', 'mean_bytes',
+             'ended', 'latent_calls', 'wall_s_per_example']
+  return (data['notes'] + '\n\nHeld-out pairs (the `data` row: the reference targets themselves; '
+          'intervals: 95% bootstrap over examples):\n\n' + table(data['rows'] + [data['data']], columns)
+          + '\n\nTraining (eval_bpb: bits per target symbol on validation pairs, a bound for the '
+          'diffusion models; the evaluator is not a system under test):\n\n'
+          + table(data['train'], ['system', 'steps', 'flops_per_step', 'train_flops', 'params',
+                                  'eval_bpb', 'train_seconds'])
+          + task_examples(data))
+
+
 SECTIONS = [
     ('Data pipeline', 'data_pipeline.json', 'python bench/data_pipeline.py', section_data,
      'data_pipeline.png'),
@@ -109,6 +143,8 @@ SECTIONS = [
      'likelihood.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
      section_sampling, 'sampling_wall.png'),
+    ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
+     section_tasks, 'tasks.png'),
     ('Training throughput', 'train_throughput.json', 'python bench/train_throughput.py',
      section_rows(['system', 'batch_size', 'seq_len', 'bytes_per_s',
                    'flops_per_step_per_device', 'mfu', 'device']),

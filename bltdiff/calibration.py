@@ -30,7 +30,7 @@ import numpy as np
 
 from bltdiff import entropy as entropy_lib
 from bltdiff import patch_starts, patching, vocab
-from bltdiff.data import pipeline
+from bltdiff.data import pair_batches, pipeline
 
 
 def pack_documents(tokens: Sequence[np.ndarray], entropies: Sequence[np.ndarray],
@@ -183,8 +183,12 @@ def read_prepared_sample(prepared_dir: str, max_bytes: int, *, with_entropies: b
   of a corpus, not the corpus.
 
   Uses the entropies stored in the shards (data_prep --entropy_model), so no
-  model runs here.
+  model runs here. A directory of pairs gives its sources and targets as the
+  documents (`bltdiff.data.pair_batches.pair_documents`).
   """
+  if pair_batches.prepared_format(prepared_dir) == 'pairs':
+    return pair_batches.pair_documents(prepared_dir, max_bytes, with_entropies=with_entropies,
+                                       split=split)
   source = pipeline.DocumentSource(prepared_dir, split, with_entropies=with_entropies)
   tokens, ents, total = [], [], 0
   for i in np.random.default_rng(seed).permutation(len(source)):

@@ -1,12 +1,15 @@
 """Validation of run configs: a bad value stops the run with a one-line error
 that names the field, before anything is compiled or read."""
 
+from bltdiff.data import pair_batches
 from bltdiff.models import registry
 from bltdiff.errors import ConfigError
+from data_prep import pair_sources
 from bltdiff.sampling.options import SamplerOptions
+from bltdiff.patch_starts import ENTROPY_MODES
 from bltdiff.schedules import SCHEDULES
 
-MODES = ('train', 'eval', 'sample')
+MODES = ('train', 'eval', 'sample', 'eval_task')
 
 
 def _require(condition: bool, message: str):
@@ -27,7 +30,10 @@ def _positive_int(config, path: str, allow_zero: bool = False):
 def validate(config, num_batch_shards: int = 1):
   """Raises ConfigError for the first bad field. num_batch_shards: devices the
   global batch is split over (processes x data x fsdp)."""
-  model_cls = registry.model_class(config.model.kind)
+  data_format = pair_batches.data_format(config.data)
+  _require(data_format in pair_batches.FORMATS,
+           f'data.format: expected one of {pair_batches.FORMATS}, got {data_format!r}')
+  model_cls = registry.model_class(config.model.kind, data_format)
   m = config.model
   _positive_int(config, 'model.dim')
   _positive_int(config, 'model.num_layers')
@@ -44,6 +50,8 @@ def validate(config, num_batch_shards: int = 1):
 
   _positive_int(config, 'data.seq_len')
   _require(config.data.seq_len >= 2, f'data.seq_len: must be at least 2, got {config.data.seq_len}')
+  if data_format == 'pairs':
+    _check_pairs(config)
 
   t = config.train
   _positive_int(config, 'train.num_steps', allow_zero=True)
@@ -74,3 +82,15 @@ def validate(config, num_batch_shards: int = 1):
              f'{block} (semi-autoregressive blocks must tile the context)')
 
   model_cls.validate(config)
+
+
+def _check_pairs(config):
+  """data.format = 'pairs': the row layout, and where latent MDLM's entropy model comes from."""
+  d = config.data
+  pair_batches.check_layout(d.seq_len, d.max_source_share, d.source_keep)
+  _positive_int(config, 'data.passage_bytes')
+  p = config.get('patching')
+  if (config.model.kind == 'latent_mdlm' and p is not None and p.mode in ENTROPY_MODES
+      and not p.entropy_model and not d.prepared_dir and d.source in pair_sources.PAIR_SOURCES):
+    raise ConfigError(f'patching.entropy_model: data.source={d.source!r} is a dataset of pairs, '
+                      f'with no text to train an entropy model on; give a trained one')

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from bltdiff import calibration, patching
-from bltdiff.data import pipeline
+from bltdiff.data import pair_batches, pipeline
 from bltdiff.errors import ConfigError
 from bltdiff.training import checkpointing, loop, restore
 from data_prep import manifest, writer
@@ -121,7 +121,8 @@ def _latent_chain(config, workdir: str):
   with config.unlocked():
     if config.data.prepared_dir:
       prepared_dir = pipeline.ensure_prepared(config.data, workdir)
-      if needs_entropies and not manifest.read_manifest(prepared_dir)['has_entropies']:
+      if needs_entropies and not manifest.read_manifest(
+          prepared_dir, pair_batches.data_format(config.data))['has_entropies']:
         raise ConfigError(f'data.prepared_dir: {prepared_dir} has no entropies, which '
                           f'patching.mode={config.patching.mode!r} needs (prepare it with '
                           f'--entropy_model, or leave prepared_dir empty)')

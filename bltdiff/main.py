@@ -11,6 +11,8 @@ sample: samples from the latest checkpoint, or from an export with
   --checkpoint (no --config needed); see bltdiff/generate.py for flags.
 export: writes the latest checkpoint as a self-contained inference export to
   --export_dir (bltdiff/training/export.py), optionally --export_dtype=bfloat16.
+eval_task: targets for held-out pairs, scored (runs trained with data.format=pairs;
+  see bltdiff/eval_task.py for flags).
 
 Multi-process (multi-host) runs start the same command on every host, plus
   --distributed=auto                      TPU VM pods, SLURM, Open MPI (JAX detects them)
@@ -26,6 +28,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from bltdiff import sample_flags  # noqa: F401  (defines the sampling flags)
+from bltdiff import task_flags  # noqa: F401  (defines the eval_task flags)
 from bltdiff import config_checks
 from bltdiff.errors import BltdiffError, ConfigError
 
@@ -35,7 +38,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
                                'Defaults to runs/<config file name>.')
 _STOP_AT = flags.DEFINE_integer('stop_at_step', None, 'Train: stop (with a checkpoint) after this '
                                 'step, keeping the schedule of train.num_steps; rerun to resume.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'export'], 'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'sample', 'export', 'eval_task'],
+                          'What to do.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Sample: an export directory '
                                   '(--mode=export) to sample from instead of --workdir.')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Export: the directory to write (new).')
@@ -142,6 +146,9 @@ def main(argv):
     elif _MODE.value == 'export':
       from bltdiff import commands
       commands.export(workdir, _EXPORT_DIR.value, _EXPORT_DTYPE.value)
+    elif _MODE.value == 'eval_task':
+      from bltdiff import eval_task
+      eval_task.run_eval_task_command(workdir)  # the trained runs' own configs decide
     else:
       from bltdiff import generate
       generate.run_sample_command(workdir, checkpoint=_CHECKPOINT.value)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bltdiff import text, vocab
+from bltdiff import intervals, text, vocab
 from bltdiff.models import byte_ar
 
 
@@ -75,16 +75,12 @@ def evaluator_bpb(model: byte_ar.ByteARModel, params, sequences, seq_len: int,
 def bootstrap_interval(nll, symbols, num_resamples: int = 2000, seed: int = 0,
                        level: float = 0.95) -> tuple[float, float]:
   """Percentile bootstrap interval of the ratio sum(nll) / sum(symbols) / ln 2
-  (bits per byte), resampling whole samples with replacement (seeded)."""
-  nll, symbols = np.asarray(nll, np.float64), np.asarray(symbols, np.float64)
-  if len(nll) < 2:
-    value = float(nll.sum() / max(symbols.sum(), 1) / math.log(2.0))
-    return value, value
-  rng = np.random.default_rng(seed)
-  picks = rng.integers(0, len(nll), (num_resamples, len(nll)))
-  ratios = nll[picks].sum(-1) / np.maximum(symbols[picks].sum(-1), 1) / math.log(2.0)
-  low, high = np.percentile(ratios, [50 * (1 - level), 50 * (1 + level)])
-  return float(low), float(high)
+  (bits per byte), resampling whole samples with replacement (seeded;
+  `bltdiff.intervals.ratio_interval`)."""
+  bits = np.asarray(nll, np.float64) / math.log(2.0)
+  interval = intervals.ratio_interval(bits, symbols, resamples=num_resamples, seed=seed,
+                                      level=level)
+  return interval['lo'], interval['hi']
 
 
 def quality_row(samples, evaluator, evaluator_params, seq_len: int) -> dict:

@@ -59,17 +59,24 @@ def as_utf8(text: Text) -> bytes:
   return text if isinstance(text, bytes) else text.encode('utf-8')
 
 
-def rouge_f(generations: Sequence[Text], references: Sequence[Text]) -> dict[str, float]:
-  """Mean ROUGE F-measures (module docstring) of generation i against reference i."""
+def rouge_per_pair(generations: Sequence[Text], references: Sequence[Text]) -> dict[str, np.ndarray]:
+  """ROUGE F-measures (module docstring) of generation i against reference i:
+  {name: float [n]} (per pair, for intervals over examples)."""
   if len(generations) != len(references):
     raise ValueError(f'{len(generations)} generations but {len(references)} references')
   scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True, split_summaries=False)
-  totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-  for gen, ref in zip(generations, references):
+  out = {name: np.zeros(len(generations)) for name in ROUGE_TYPES}
+  for i, (gen, ref) in enumerate(zip(generations, references)):
     scores = scorer.score(as_text(ref), as_text(gen))  # score(target, prediction)
     for name in ROUGE_TYPES:
-      totals[name] += scores[name].fmeasure
-  return {name: total / len(generations) if generations else 0.0 for name, total in totals.items()}
+      out[name][i] = scores[name].fmeasure
+  return out
+
+
+def rouge_f(generations: Sequence[Text], references: Sequence[Text]) -> dict[str, float]:
+  """Mean ROUGE F-measures (module docstring) of generation i against reference i."""
+  per_pair = rouge_per_pair(generations, references)
+  return {name: float(v.mean()) if len(v) else 0.0 for name, v in per_pair.items()}
 
 
 def distinct_n(generations: Sequence[Text], n: int) -> float:

@@ -15,13 +15,20 @@ import dataclasses
 import ml_collections
 
 from bltdiff.sampling.options import SamplerOptions
-from data_prep import sources, writer
+from data_prep import pair_sources, sources, writer
 
 
 def data_config(**overrides) -> ml_collections.ConfigDict:
   """Where the bytes come from (data_prep.prepare) and how they are packed."""
   c = dict(
       source='builtin',  # builtin | text | openwebtext | wikitext103 | lm1b | text8
+      #                    pairs only: cnn_dailymail | xsum | writingprompts
+      # 'text': documents packed into rows; 'pairs': one (source, target) pair
+      # per row, the loss on the target only (bltdiff.data.pair_batches).
+      format='text',
+      passage_bytes=pair_sources.DEFAULT_PASSAGE_BYTES,  # pairs of a text source: passage -> next
+      max_source_share=0.5,  # pairs: most of a row the source may take
+      source_keep='end',  # pairs: a cut source keeps its 'end' (continuation) or 'start'
       paths='',  # text/text8: comma-separated files, dirs or globs
       data_files='',  # openwebtext/wikitext103: local parquet/JSONL (empty = HF hub)
       prepared_dir='',  # shards prepared beforehand; empty = prepare into WORKDIR/data
@@ -128,7 +135,10 @@ def entropy_model_run(data, seq_len: int = 128, **model_overrides):
   return run(
       model=byte_model('byte_ar', **dict(dict(dim=64, num_layers=2, num_heads=4, mlp_dim=192),
                                          **model_overrides)),
-      data=data_config(**dict(data.to_dict(), seq_len=seq_len, use_entropies=False)),
+      # Always text: entropies score documents, and a pairs run's entropy model
+      # reads the same source as text (its passages' documents).
+      data=data_config(**dict(data.to_dict(), seq_len=seq_len, use_entropies=False,
+                              format='text')),
       train=train_config(batch_size=32, num_steps=200, learning_rate=3e-3, warmup_steps=20,
                   eval_every=200, eval_batches=4, eval_t_samples=1, sample_every=10_000,
                   checkpoint_every=200, keep_checkpoints=1),

@@ -27,11 +27,13 @@ completion markers, but one record = one (source, target) pair:
 
 One record per pair, rather than parallel source / target shards, keeps a pair
 in one read and makes a torn pair impossible. Counts are `"pairs"` instead of
-`"documents"`, `bytes` counts whole records (4-byte headers included), and no
-entropies are stored:
+`"documents"` and `bytes` counts whole records (4-byte headers included).
+Entropy shards (with an entropy model) hold, per pair, float16 entropies of
+the source then of the target, each scored as a document of its own
+[len(source) + len(target)]; `"entropy_dtype": "float16"` is then written:
 
   {"format_version": 2, "format": "pairs", "source": ..., "params": {...},
-   "has_entropies": false,
+   "has_entropies": bool,
    "splits": {"train": {"pairs": n, "bytes": b, "shards": [{"file", "pairs", "bytes", ...}]}, ...}}
 
 Text keeps version 1 and its manifest exactly as before, so text directories

@@ -12,6 +12,7 @@ Pairs (--format=pairs; one record = one (source, target) pair):
   python -m data_prep.prepare --format=pairs --source=xsum --source_split=test --validation_fraction=1 --out=DIR
   python -m data_prep.prepare --format=pairs --source=writingprompts --data_files=wp.parquet --out=DIR
   python -m data_prep.prepare --format=pairs --source=builtin --passage_bytes=256 --out=DIR  # passage -> next
+  python -m data_prep.prepare --format=pairs ... --entropy_model=WORKDIR   # source and target entropies
 
 The writer (split rule, shards, resume) is `data_prep.writer`; documents come
 from `data_prep.sources`, pairs from `data_prep.pair_sources`. This module only adds the command line and, for
@@ -68,8 +69,6 @@ def main(argv):
   if not FLAGS.out:
     raise app.UsageError('--out is required')
   try:
-    if FLAGS.entropy_model and FLAGS.format != 'text':  # before loading the model, not after
-      raise DataError('--entropy_model: entropies are stored for text only, not for pairs')
     entropy_fn = load_entropy_fn(FLAGS.entropy_model) if FLAGS.entropy_model else None
     manifest = prepare(FLAGS.source, FLAGS.out, data_format=FLAGS.format, paths=FLAGS.paths,
                        data_files=FLAGS.data_files, passage_bytes=FLAGS.passage_bytes,

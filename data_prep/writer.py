@@ -96,6 +96,18 @@ def _entropy_records(docs: list[bytes], entropy_fn: EntropyFn) -> list[bytes]:
   return out
 
 
+def _pair_entropy_records(records: list[bytes], entropy_fn: EntropyFn) -> list[bytes]:
+  """float16 bytes per pair record: the source's entropies then the target's,
+  each side scored as a document of its own (in a pair row the separator
+  starts a new document for the entropy model, as BOUNDARY does in text). A
+  side seen twice (a passage is the target of one pair and the source of the
+  next) is scored once."""
+  pairs = [mf.decode_pair(r) for r in records]
+  sides = list(dict.fromkeys(side for pair in pairs for side in pair))
+  scored = dict(zip(sides, _entropy_records(sides, entropy_fn)))
+  return [scored[source] + scored[target] for source, target in pairs]
+
+
 def _digest(docs: Sequence[bytes]) -> str:
   h = hashlib.sha256()
   for d in docs:
@@ -163,7 +175,8 @@ class _SplitWriter:
       self.skipped += 1
     else:
       if self.entropy_fn:  # entropies first: the byte shard + marker mean "all of it is there"
-        _write_records(self.out / info['entropy_file'], _entropy_records(self.records, self.entropy_fn))
+        scorer = _pair_entropy_records if self.count_key == 'pairs' else _entropy_records
+        _write_records(self.out / info['entropy_file'], scorer(self.records, self.entropy_fn))
       _write_records(self.out / info['file'], self.records)
       mf.write_json_atomic(done, info)
       self.written += 1
@@ -204,7 +217,8 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
   passage_bytes: passage size of passage -> next passage pairs (pairs of a
     text source only).
   entropy_fn: list of documents -> list of float arrays [len(doc)] (nats);
-    stored as float16 in `*.entropy.arrayrecord` beside the byte shards (text only).
+    stored as float16 in `*.entropy.arrayrecord` beside the byte shards (for
+    pairs: the source's then the target's, each scored as its own document).
   """
   if data_format not in mf.FORMATS:
     raise DataError(f'unknown format {data_format!r}; choose one of {", ".join(mf.FORMATS)}')
@@ -213,8 +227,6 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
   if shard_bytes <= 0:
     raise DataError(f'shard_bytes must be positive, got {shard_bytes}')
   pairs = data_format == 'pairs'
-  if pairs and entropy_fn is not None:
-    raise DataError('entropies are stored for text only, not for pairs (drop --entropy_model)')
   out = Path(out_dir)
   params = {'source': source, 'paths': sources.comma_list(paths), 'data_files': sources.comma_list(data_files),
             'validation_fraction': validation_fraction, 'shard_bytes': shard_bytes, 'doc_bytes': doc_bytes,
@@ -265,7 +277,7 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
               'has_entropies': entropy_fn is not None, 'splits': {s: w.summary() for s, w in writers.items()}}
   if pairs:
     manifest['format'] = 'pairs'
-  else:
+  if entropy_fn is not None or not pairs:
     manifest['entropy_dtype'] = 'float16'
   mf.write_json_atomic(out / mf.MANIFEST, manifest)
   return manifest

@@ -21,12 +21,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({'model.schedule': 'quadratic'}, 'model.schedule'),
     ({'sample.top_p': 1.5}, 'sample.top_p'),
     ({'train.ema_rate': 1.0}, 'train.ema_rate'),
+    ({'data.format': 'sequences'}, 'data.format'),
+    ({'data.format': 'pairs', 'data.max_source_share': 1.5}, 'data.max_source_share'),
+    ({'data.format': 'pairs', 'data.source_keep': 'middle'}, 'data.source_keep'),
+    ({'data.format': 'pairs', 'data.passage_bytes': 0}, 'data.passage_bytes'),
 ])
 def test_bad_value_names_the_field(make_config, overrides, field):
   with pytest.raises(ConfigError) as err:
     config_checks.validate(make_config(**overrides))
   message = str(err.value)
   assert message.startswith(field + ':') and '\n' not in message
+
+
+def test_pairs_dataset_needs_a_trained_entropy_model(make_latent_config):
+  config = make_latent_config(**{'data.format': 'pairs', 'data.source': 'xsum',
+                                 'patching.mode': 'entropy', 'data.use_entropies': True})
+  with pytest.raises(ConfigError, match=r'^patching\.entropy_model: data\.source=.xsum. is a dataset'):
+    config_checks.validate(config)
 
 
 def test_batch_must_split_over_devices(make_config):

@@ -14,6 +14,7 @@ import pytest
 
 from bltdiff import vocab
 from bltdiff.data import pair_batches
+from bltdiff.data.packing import BOUNDARY_ENTROPY
 from bltdiff.data.pipeline import DocumentSource
 from bltdiff.errors import ConfigError
 from data_prep import manifest as mf
@@ -233,6 +234,35 @@ def test_killed_pair_prepare_resumes_without_redoing_shards(tmp_path, monkeypatc
     prep.prepare('text', out, **{**kwargs, 'passage_bytes': 81})
 
 
+def test_pair_entropies_are_the_sources_then_the_targets(tmp_path):
+  """Entropy shards of pairs: per pair, float16 entropies of the source then
+  of the target, each scored as a document of its own; rows lay them out like
+  the bytes, BOUNDARY_ENTROPY at the separator, END and PAD."""
+  paths = write_files(tmp_path / 'in', word_docs(6, seed=3, max_words=60))
+  scored = []
+
+  def entropy_fn(docs):  # entropy of byte i of a document: i / 8 (its position in that document)
+    scored.extend(docs)
+    return [np.arange(len(d), dtype=np.float32) / 8 for d in docs]
+
+  prep.prepare('text', tmp_path / 'out', data_format='pairs', paths=paths, passage_bytes=20,
+               validation_fraction=0.0, entropy_fn=entropy_fn)
+  assert mf.read_manifest(tmp_path / 'out', 'pairs')['has_entropies']
+  source = pair_batches.PairSource(str(tmp_path / 'out'), 'train', with_entropies=True)
+  for i in range(len(source)):
+    pair = source[i]
+    s, t = len(pair['source']), len(pair['target'])
+    want = np.concatenate([np.arange(s), np.arange(t)]) / 8
+    np.testing.assert_allclose(pair['entropies'].astype(np.float32), want, atol=1e-2)
+  assert len(scored) == len(set(scored))  # a passage shared by two pairs is scored once
+  row = pair_batches.layout_pair(source[0], seq_len=64)
+  s = int(row['source_len'])
+  ents = row['entropies']
+  np.testing.assert_allclose(ents[:s], np.arange(s) / 8, atol=1e-2)
+  assert ents[s] == BOUNDARY_ENTROPY and ents[s + 1] == 0.0
+  assert (ents[row['tokens'] == vocab.PAD] == BOUNDARY_ENTROPY).all()
+
+
 def test_formats_are_told_apart(tmp_path):
   paths = write_files(tmp_path / 'in', word_docs(10, seed=4))
   text = prep.prepare('text', tmp_path / 'text', paths=paths, validation_fraction=0.0, doc_bytes=0)
@@ -270,8 +300,6 @@ def test_bad_pair_input_raises_one_line_errors(tmp_path):
       'is a dataset of .source, target. pairs': lambda: prep.prepare('xsum', tmp_path / 'o1'),
       'unknown source': lambda: prep.prepare('nope', tmp_path / 'o2', data_format='pairs'),
       'unknown format': lambda: prep.prepare('text', tmp_path / 'o3', data_format='triples', paths=paths),
-      'entropies are stored for text only': lambda: prep.prepare(
-          'text', tmp_path / 'o4', data_format='pairs', paths=paths, entropy_fn=lambda docs: docs),
       'shorter than two passages': lambda: prep.prepare(
           'text', tmp_path / 'o5', data_format='pairs', paths=paths, doc_bytes=100, passage_bytes=60),
       'passage_bytes must be positive': lambda: prep.prepare(
@@ -315,8 +343,9 @@ def expected_row(source: bytes, target: bytes, seq_len: int, share: float, keep:
   budget = min(int(share * (seq_len - 1)), seq_len - 2)
   src = source if len(source) <= budget else (source[len(source) - budget:] if keep == 'end' else source[:budget])
   tgt = target[:seq_len - 1 - len(src)]
-  tokens = list(src) + [vocab.BOUNDARY] + list(tgt)
-  mask = [False] * (len(src) + 1) + [True] * len(tgt)
+  end = [vocab.BOUNDARY] if len(tgt) == len(target) and len(src) + 1 + len(tgt) < seq_len else []
+  tokens = list(src) + [vocab.BOUNDARY] + list(tgt) + end  # END after a target that ended in the row
+  mask = [False] * (len(src) + 1) + [True] * (len(tgt) + len(end))
   pad = seq_len - len(tokens)
   return tokens + [vocab.PAD] * pad, mask + [False] * pad, len(src)
 
@@ -333,18 +362,20 @@ def test_layout_by_hand():
   F, T = False, True
   # seq_len 8, share 0.5: the source budget is min(floor(0.5 * 7), 6) = 3 positions.
   # 'abcdef' keeps its end 'def'; the target 'XYZ' fits in the 8 - 1 - 3 = 4 left.
+  # It ends inside the row, so END (a BOUNDARY, a target symbol) follows it.
   X, Y, Z = b'XYZ'
-  assert row(b'abcdef', b'XYZ') == ([d, e, f, B, X, Y, Z, P], [F, F, F, F, T, T, T, F], 3)
+  assert row(b'abcdef', b'XYZ') == ([d, e, f, B, X, Y, Z, B], [F, F, F, F, T, T, T, T], 3)
+  assert row(b'abcdef', b'XY') == ([d, e, f, B, X, Y, B, P], [F, F, F, F, T, T, T, F], 3)
   # source_keep='start' keeps the source's first 3 bytes.
   assert row(b'abcdef', b'XYZ', keep='start')[0][:4] == [a, ord('b'), ord('c'), B]
-  # A long target keeps its first 4 bytes; the mask covers them and nothing else.
+  # A long target keeps its first 4 bytes, with no END; the mask covers them and nothing else.
   assert row(b'abcdef', b'0123456789') == ([d, e, f, B] + list(b'0123'), [F] * 4 + [T] * 4, 3)
   # A short source leaves the target more room: 'a' + separator, then 6 target bytes.
   assert row(b'a', b'0123456789') == ([a, B] + list(b'012345'), [F, F] + [T] * 6, 1)
-  # Empty source and target: the separator, then PAD; no target position.
-  assert row(b'', b'') == ([B] + [P] * 7, [F] * 8, 0)
+  # Empty source and target: the separator, END (the target's only symbol), then PAD.
+  assert row(b'', b'') == ([B, B] + [P] * 6, [F, T] + [F] * 6, 0)
   # Share 0: no source at all; share 1: the source may take all but one target position.
-  assert row(b'abc', b'XY', share=0.0) == ([B, X, Y] + [P] * 5, [F, T, T] + [F] * 5, 0)
+  assert row(b'abc', b'XY', share=0.0) == ([B, X, Y, B] + [P] * 4, [F, T, T, T] + [F] * 4, 0)
   assert row(b'abcdefghij', b'XY', share=1.0) == (list(b'efghij') + [B, X], [F] * 7 + [T], 6)
 
 
@@ -392,7 +423,11 @@ def test_eval_pass_rows_follow_the_layout_and_cover_every_pair(prepared_pairs):
     want_tokens, want_mask, want_len = expected_row(s, t, 48, 0.6)
     assert tokens.tolist() == want_tokens and mask.tolist() == want_mask and slen == want_len
     assert tokens[slen] == vocab.BOUNDARY and not mask[:slen + 1].any()  # source, separator: never target
-    assert (tokens[mask] < vocab.NUM_BYTES).all() and mask.sum() == min(len(t), 48 - 1 - slen)
+    kept = min(len(t), 48 - 1 - slen)
+    ended = kept == len(t) and slen + 1 + kept < 48  # END written: the one non-byte target symbol
+    assert (tokens[mask][:kept] < vocab.NUM_BYTES).all() and mask.sum() == kept + ended
+    got, got_ended = pair_batches.target_of(tokens, slen)
+    assert got.tolist() == list(t[:kept]) and got_ended == ended
   filler = batches[-1]
   n_filler = 4 * len(batches) - len(val)
   assert n_filler > 0 and not filler['valid'][4 - n_filler:].any()

@@ -24,6 +24,7 @@ from absl import flags
 from data_prep import manifest as mf
 from data_prep import writer
 from data_prep.errors import DataError
+from bltdiff.data import pair_batches
 from bltdiff.data.packing import PackedBatchIterDataset
 from bltdiff.data.shuffle import EpochShuffleMapDataset
 
@@ -57,10 +58,13 @@ class DocumentSource(grain.sources.RandomAccessDataSource):
 
 def prepare_kwargs(data_config) -> dict:
   """data_prep.writer.prepare's keyword arguments from config.data."""
-  return dict(paths=data_config.paths, data_files=data_config.data_files,
-              validation_fraction=data_config.validation_fraction,
-              builtin_max_bytes=data_config.builtin_max_bytes, doc_bytes=data_config.doc_bytes,
-              shard_bytes=data_config.shard_bytes)
+  kwargs = dict(paths=data_config.paths, data_files=data_config.data_files,
+                validation_fraction=data_config.validation_fraction,
+                builtin_max_bytes=data_config.builtin_max_bytes, doc_bytes=data_config.doc_bytes,
+                shard_bytes=data_config.shard_bytes)
+  if pair_batches.is_pairs(data_config):
+    kwargs.update(data_format='pairs', passage_bytes=data_config.passage_bytes)
+  return kwargs
 
 
 def ensure_prepared(data_config, workdir: str) -> str:
@@ -76,7 +80,7 @@ def ensure_prepared(data_config, workdir: str) -> str:
   into one directory is not supported.
   """
   if data_config.prepared_dir:
-    mf.read_manifest(data_config.prepared_dir)
+    mf.read_manifest(data_config.prepared_dir, pair_batches.data_format(data_config))
     return str(data_config.prepared_dir)
   out = os.path.join(workdir, 'data')
   writer.prepare(data_config.source, out, **prepare_kwargs(data_config))
@@ -111,7 +115,13 @@ def make_iterator(data_config, prepared_dir: str, split: str, *, batch_size: int
     the tokens, 1e4 at BOUNDARY positions (a patch always starts there).
   batch_size is per process. num_epochs=None repeats forever (train); eval
   passes 1 (the last partial batch is dropped).
+  With data_config.format == 'pairs', the batches of
+  `bltdiff.data.pair_batches` instead (one pair per row).
   """
+  if pair_batches.is_pairs(data_config):
+    return pair_batches.make_pair_iterator(
+        data_config, prepared_dir, split, batch_size=batch_size, seed=seed,
+        process_index=process_index, process_count=process_count, num_epochs=num_epochs)
   use_ent = bool(data_config.use_entropies)
   if use_ent and not mf.read_manifest(prepared_dir)['has_entropies']:
     use_ent = False  # documented: entropies only when the data has them

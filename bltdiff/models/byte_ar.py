@@ -54,9 +54,11 @@ class ByteAR(nn.Module):
         window=self.attention_window)
     self.head = layers.readout(vocab.NUM_DATA_SYMBOLS)
 
-  def __call__(self, tokens, deterministic: bool = True):
+  def __call__(self, tokens, deterministic: bool = True, segments=None):
+    """segments int [batch, n] (> 0) overrides the document segments: pair
+    rows pass one segment, so the target attends across the separator."""
     inputs = shift_right(tokens)
-    segments = document_segments(inputs)
+    segments = document_segments(inputs) if segments is None else segments
     positions = jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
     mask = layers.attention_mask(segments, segments, causal=True, window=self.attention_window)
     h = self.transformer(self.embed(inputs), mask, positions, segments=segments,

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from bltdiff import config_checks, sharding
+from bltdiff.data import pair_batches
 from bltdiff.models import registry
 from bltdiff.training import ema, optimizer
 
@@ -34,6 +35,10 @@ def example_batch(config, batch_size: int = 1) -> dict:
   batch = {'tokens': np.zeros((batch_size, config.data.seq_len), np.int32)}
   if config.data.use_entropies:
     batch['entropies'] = np.zeros((batch_size, config.data.seq_len), np.float32)
+  if pair_batches.is_pairs(config.data):  # the fields of bltdiff.data.pair_batches
+    batch.update(target_mask=np.zeros((batch_size, config.data.seq_len), bool),
+                 source_len=np.zeros((batch_size,), np.int32),
+                 valid=np.ones((batch_size,), bool))
   return batch
 
 
