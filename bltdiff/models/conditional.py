@@ -84,10 +84,12 @@ def check_conditional_call(kind: str, samplers, options: SamplerOptions, suffix)
     raise ConfigError('--suffix: a pairs model writes a target after its source; it does not infill')
 
 
-class ConditionalByteAR(byte_ar.ByteARModel):
-  """Byte AR on pairs: exact −log p(target, END | source)."""
+class SourceConditioned:
+  """What both conditional byte models share: the data config (the pair
+  layout) and the contract's `sample`, which writes a target after the source
+  `prefix` through the model's `generate`. Mixed in before the byte model."""
 
-  samplers = ('cached',)
+  kind = ''  # the model kind, for error messages
 
   def __init__(self, model_config, data_config):
     super().__init__(model_config)
@@ -96,6 +98,20 @@ class ConditionalByteAR(byte_ar.ByteARModel):
   @classmethod
   def from_config(cls, config):
     return cls(config.model, config.data)
+
+  def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
+             prefix=None, suffix=None):
+    """Targets for the source `prefix` (None = empty): rows [num_samples, length]."""
+    check_conditional_call(self.kind, self.samplers, options, suffix)
+    return self.generate(params, key, options,
+                         prompt_rows(prefix, num_samples, length, self.data_config))
+
+
+class ConditionalByteAR(SourceConditioned, byte_ar.ByteARModel):
+  """Byte AR on pairs: exact −log p(target, END | source)."""
+
+  kind = 'byte_ar'
+  samplers = ('cached',)
 
   def logits(self, params, tokens):
     return self.net.apply({'params': params}, tokens, segments=jnp.ones_like(tokens))
@@ -126,13 +142,6 @@ class ConditionalByteAR(byte_ar.ByteARModel):
     calls = int(calls)
     return np.asarray(out), {'latent_calls': calls, 'steps': calls, 'proposals': calls,
                              'steps_taken': float(calls)}
-
-  def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
-             prefix=None, suffix=None):
-    """Targets for the source `prefix` (None = empty): rows [num_samples, length]."""
-    check_conditional_call('byte_ar', self.samplers, options, suffix)
-    return self.generate(params, key, options,
-                         prompt_rows(prefix, num_samples, length, self.data_config))
 
 
 @functools.lru_cache(maxsize=32)
@@ -199,16 +208,10 @@ def filled_region(batch):
   return jnp.where(region & (tokens == vocab.PAD), vocab.BOUNDARY, tokens), region
 
 
-class ConditionalByteMDLM(byte_mdlm.ByteMDLM):
+class ConditionalByteMDLM(SourceConditioned, byte_mdlm.ByteMDLM):
   """Byte MDLM on pairs: the NELBO of the region after the separator."""
 
-  def __init__(self, model_config, data_config):
-    super().__init__(model_config)
-    self.data_config = data_config
-
-  @classmethod
-  def from_config(cls, config):
-    return cls(config.model, config.data)
+  kind = 'byte_mdlm'
 
   def loss(self, params, batch, key, train: bool = True, t=None):
     """Σ_rows region NELBO / Σ target symbols (nats), and metrics; t [b]
@@ -236,13 +239,6 @@ class ConditionalByteMDLM(byte_mdlm.ByteMDLM):
       stop = s + 1 + len(target) + int(ended)
       out[r, stop:] = vocab.PAD
     return out, loops.summarize(stats)
-
-  def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
-             prefix=None, suffix=None):
-    """Targets for the source `prefix` (None = empty): rows [num_samples, length]."""
-    check_conditional_call('byte_mdlm', self.samplers, options, suffix)
-    return self.generate(params, key, options,
-                         prompt_rows(prefix, num_samples, length, self.data_config))
 
 
 @functools.lru_cache(maxsize=32)
