@@ -36,7 +36,6 @@ all shards are there (`prepare`'s docstring).
 import hashlib
 import os
 import sys
-import time
 from typing import Callable, Sequence
 
 from absl import logging
@@ -48,6 +47,7 @@ from data_prep import sources, streams
 from data_prep.shard_files import is_local, write_records
 from data_prep.entropy_records import EntropyFn, entropy_records, pair_entropy_records
 from data_prep.errors import DataError
+from data_prep.progress import Progress
 
 Pair = pair_sources.Pair
 _write_records = write_records  # one name to replace in tests (a killed write)
@@ -66,29 +66,6 @@ def _digest(docs: Sequence[bytes]) -> str:
     h.update(len(d).to_bytes(8, 'little'))
     h.update(d)
   return h.hexdigest()
-
-
-class _Progress:
-  """Logs units (documents), bytes, MB/s and ETA at most every `every_s` seconds."""
-
-  def __init__(self, total_bytes: int | None, every_s: float, noun: str = 'docs'):
-    self.total, self.every_s, self.noun = total_bytes, every_s, noun
-    self.start = self.last = time.monotonic()
-    self.docs = self.bytes = 0
-
-  def add(self, nbytes: int, force: bool = False) -> None:
-    self.docs += 1
-    self.bytes += nbytes
-    now = time.monotonic()
-    if force or now - self.last >= self.every_s:
-      self.last = now
-      self.log()
-
-  def log(self) -> None:
-    dt = max(time.monotonic() - self.start, 1e-9)
-    rate = self.bytes / dt
-    eta = f'{max(self.total - self.bytes, 0) / rate:.0f}s' if self.total and rate > 0 else '?'
-    logging.info('prepare: %d %s, %.1f MB, %.2f MB/s, ETA %s', self.docs, self.noun, self.bytes / 1e6, rate / 1e6, eta)
 
 
 class _Turns:
@@ -136,29 +113,30 @@ class _SplitWriter:
     info = {'file': mf.shard_name(self.split, i),
             'entropy_file': mf.entropy_shard_name(self.split, i) if self.entropy_fn else None,
             self.count_key: len(self.records), 'bytes': self.size}
-    if not self.turns.mine():
+    if self.turns.mine():
+      self._write_or_skip(i, info)
+    else:
       self.others.append(i)
-      self.shards.append(info)
-      self.records, self.size = [], 0
-      return
+    self.shards.append(info)
+    self.records, self.size = [], 0
+
+  def _write_or_skip(self, i: int, info: dict) -> None:
     info['sha256'] = _digest(self.records)
     done = self.out / mf.done_name(self.split, i)
     if done.exists():
       if mf.read_json(done) != info:
         raise DataError(f'{done}: shard differs from this run (other input or parameters?); prepare into an empty --out')
       self.skipped += 1
-    else:
-      # Half-written files of this shard from a killed run (only this process writes them).
-      for stale in self.out.glob(f'{self.split}-{i:05d}.*.tmp-*'):
-        stale.unlink()
-      if self.entropy_fn:  # entropies first: the byte shard + marker mean "all of it is there"
-        scorer = pair_entropy_records if self.count_key == 'pairs' else entropy_records
-        _write_records(self.out / info['entropy_file'], scorer(self.records, self.entropy_fn))
-      _write_records(self.out / info['file'], self.records)
-      mf.write_json_atomic(done, info)
-      self.written += 1
-    self.shards.append(info)
-    self.records, self.size = [], 0
+      return
+    # Half-written files of this shard from a killed run (only this process writes them).
+    for stale in self.out.glob(f'{self.split}-{i:05d}.*.tmp-*'):
+      stale.unlink()
+    if self.entropy_fn:  # entropies first: the byte shard + marker mean "all of it is there"
+      scorer = pair_entropy_records if self.count_key == 'pairs' else entropy_records
+      _write_records(self.out / info['entropy_file'], scorer(self.records, self.entropy_fn))
+    _write_records(self.out / info['file'], self.records)
+    mf.write_json_atomic(done, info)
+    self.written += 1
 
   def collect_others(self) -> int:
     """Completes the infos of other processes' shards from their markers;
@@ -265,7 +243,7 @@ def prepare(source: str, out_dir: epath.PathLike, *, data_format: str = 'text', 
     mf.write_json_atomic(out / mf.PARAMS, params)
   turns = _Turns(process_index, process_count)
   writers = {s: _SplitWriter(out, s, shard_bytes, entropy_fn, mf.count_key(data_format), turns) for s in mf.SPLITS}
-  progress = _Progress(total, log_every_s, 'docs' if not pairs or source in sources.SOURCES else 'pairs')
+  progress = Progress(total, log_every_s, 'docs' if not pairs or source in sources.SOURCES else 'pairs')
   for i, records in enumerate(units):
     writer = writers['validation' if is_validation(i, validation_fraction) else 'train']
     for record in records:
@@ -284,6 +262,8 @@ def prepare(source: str, out_dir: epath.PathLike, *, data_format: str = 'text', 
     barrier('data_prep:manifest_written')
     return mf.read_manifest(out, data_format)
   missing = sum(w.collect_others() for w in writers.values())
+  if missing and barrier is not None:
+    raise DataError(f'{out}: {missing} shards still missing after every process finished')
   if missing:
     logging.info('prepare: %d shards of other processes are not written yet; the last process '
                  'to finish writes %s', missing, out / mf.MANIFEST)
