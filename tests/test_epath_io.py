@@ -4,8 +4,8 @@ etils.epath: nothing of bltdiff's or data_prep's own Python reaches it with
 
 The bucket is fake. `epath.testing.mock_epath` (the pinned etils' test API)
 routes every epath call on `gs://fake-bucket/...` to a local backing
-directory (EPATH_USE_TF=false, etils' documented switch, so that gs:// goes to
-the mockable backend and not to TensorFlow's gfile), while `open`, `io.open`
+directory (EPATH_USE_TF=false, etils' switch, so that gs:// goes to the
+mockable backend and not to TensorFlow's gfile), while `open`, `io.open`
 and the `os` file functions (stat, listdir, scandir, mkdir, makedirs, replace,
 rename, remove, unlink, rmdir, access, open) raise for any path with `gs:` in
 it. A plain `open('gs://...')` or `os.makedirs('gs://...')` in the code under
@@ -145,6 +145,9 @@ def test_a_gs_workdir_goes_through_epath_only(corpus_glob, tmp_path, monkeypatch
   cwd.mkdir()
   monkeypatch.chdir(cwd)
   monkeypatch.setenv('EPATH_USE_TF', 'false')
+  # etils reads that switch once per process (a functools.cache), maybe
+  # already by an earlier test: its cached answer is replaced for this test.
+  monkeypatch.setattr(epath.gpath, '_is_tf_installed', lambda: False)
   redirect_native_clients(monkeypatch, bucket)
   latent = f'{FAKE}/runs/latent'
   run = f'{latent}/entropy_model'  # a training run of its own
