@@ -253,7 +253,7 @@ def test_training_lowers_the_loss_and_the_sampling_command_runs(make_latent_conf
                                                                tmp_path):
   from bltdiff import commands, generate
   from bltdiff.training import restore
-  steps = 40
+  steps = 20
   config = make_latent_config(**{
       'model.decoder_mode': 'diffusion', 'train.num_steps': steps, 'train.log_every': steps,
       'train.learning_rate': 3e-3, 'train.checkpoint_every': steps, 'sample.steps': 4,
