@@ -136,6 +136,16 @@ def section_tasks(data) -> str:
           + task_examples(data))
 
 
+def section_entropy(data) -> str:
+  estimate = data['owt_estimate']
+  return (data['notes'] + '\n\n'
+          + table(data['rows'], ['devices', 'rows_per_call', 'chunk_len', 'overlap',
+                                 'rows_bytes_per_s', 'corpus_bytes', 'corpus_bytes_per_s'])
+          + '\n\nOpenWebText, estimated from FLOPs (not measured):\n\n'
+          + table([estimate], ['slice', 'chips', 'params', 'flops_per_scored_byte', 'utilisation',
+                               'bytes_per_s_per_chip', 'corpus_bytes', 'hours']))
+
+
 SECTIONS = [
     ('Data pipeline', 'data_pipeline.json', 'python bench/data_pipeline.py', section_data,
      'data_pipeline.png'),
@@ -151,6 +161,8 @@ SECTIONS = [
      section_rows(['system', 'batch_size', 'seq_len', 'bytes_per_s',
                    'flops_per_step_per_device', 'mfu', 'device']),
      'train_throughput.png'),
+    ('Entropy scoring throughput', 'entropy_throughput.json', 'python bench/entropy_throughput.py',
+     section_entropy, 'entropy_throughput.png'),
 ]
 
 

@@ -173,10 +173,11 @@ def intra_patch_plan(settings, run, batches: int = 2):
               max_patch_len=model.patch_config.max_patch_len)
 
 
-def generate(settings, loaded):
-  """Draws every row's batches, interleaved seed by seed. Returns
-  {row index: {'tokens': [...], 'stats': [...], 'seconds': [...]}}."""
-  rows = grid(settings)
+def generate(settings, loaded, samplers=None):
+  """Draws every row's batches (only the rows of `samplers`, when given),
+  interleaved seed by seed. Returns (rows,
+  {row index: {'tokens': [...], 'stats': [...], 'seconds': [...]}})."""
+  rows = [r for r in grid(settings) if samplers is None or r[1].sampler in samplers]
   out = {i: dict(tokens=[], stats=[], seconds=[]) for i in range(len(rows))}
   for seed in range(settings['seeds']):
     for i, (system, options, _) in enumerate(rows):
@@ -193,9 +194,10 @@ def generate(settings, loaded):
   return rows, out
 
 
-def measure(settings, loaded, evaluator, out_dir: Path):
-  """The result rows of the grid; their first samples are written to out_dir/samples."""
-  rows, drawn = generate(settings, loaded)
+def measure(settings, loaded, evaluator, out_dir: Path, samplers=None):
+  """The result rows of the grid (of `samplers` only, when given); their first
+  samples are written to out_dir/samples."""
+  rows, drawn = generate(settings, loaded, samplers)
   length, batch = settings['length'], settings['batch']
   results = []
   for i, (system, options, label) in enumerate(rows):
@@ -315,6 +317,9 @@ def notes(out) -> str:
                  f"{fixed['flops_ratio']:.1f}x FLOPs, {fixed['wall_ratio']:.1f}x wall.")
   parts.extend(caveats(out['rows']))
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
+  for run in out.get('partial_runs', ()):
+    parts.append(f"The {', '.join(run['samplers'])} rows were measured again on {run['date']}, "
+                 'apart from the others (wall times of runs apart compare less well).')
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
@@ -387,6 +392,9 @@ def define_flags():
   flags.DEFINE_string('out', str(RESULTS / 'sampling.json'), 'Results JSON.')
   flags.DEFINE_bool('from_json', False, 'Measure nothing: recompute the frontier, the notes, the '
                     'plots and BENCHMARKS.md from the rows already in --out.')
+  flags.DEFINE_list('samplers', None, 'Measure only the rows of these samplers (e.g. '
+                    'confidence) and replace them in --out, keeping its other rows; the JSON '
+                    'records the partial run (`partial_runs`) and the notes say so.')
 
 
 def summarize(out: dict, out_path: Path):
@@ -407,6 +415,25 @@ def summarize(out: dict, out_path: Path):
   print(out['notes'])
 
 
+def replace_rows(out_path: Path, settings, config: str, rows, samplers, seconds: float):
+  """Puts a partial run's rows (every row of `samplers`) in place of that
+  sampler's rows in the JSON at out_path, whose other rows stay, and records
+  the run, so that the notes can say which rows were measured when."""
+  if not out_path.exists():
+    sys.exit(f'--samplers: {out_path} has no full run to add rows to')
+  out = json.loads(out_path.read_text())
+  if out['config'] != config or out['settings']['batch'] != settings['batch']:
+    sys.exit(f"--samplers: {out_path} was measured with --config={out['config']}")
+  out['settings'] = dict(out['settings'], **{k: settings[k] for k in settings
+                                              if k.endswith(('_alphas', '_thresholds'))})
+  kept = [r for r in out['rows'] if r['sampler'] not in samplers and r['system'] != 'data']
+  out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
+  out.setdefault('partial_runs', []).append(dict(
+      samplers=list(samplers), date=time.strftime('%Y-%m-%d'), seconds=round(seconds, 1),
+      machine=report.machine_description()))
+  summarize(out, out_path)
+
+
 def main(argv):
   del argv
   args = flags.FLAGS
@@ -423,6 +450,11 @@ def main(argv):
   train_s = time.time() - begin
   loaded = {name: restore.load_for_inference(path) for name, path in runs.items()}
   out_path = Path(args.out)
+  if args.samplers:
+    replace_rows(out_path, settings, args.config,
+                 measure(settings, loaded, loaded['evaluator'], out_path.parent, args.samplers),
+                 args.samplers, time.time() - begin)
+    return
   rows = measure(settings, loaded, loaded['evaluator'], out_path.parent)
   data = data_row(loaded['evaluator'].config, loaded['evaluator'], settings)
   out = dict(rows=rows + [data], machine=report.machine_description(), config=args.config,

@@ -17,7 +17,8 @@ the run made it:
                                       encodes each slot once, when revealed)
   entropy_scores     x steps          adaptive sampler (latent: D's first position)
   remaining_entropy  x 1              adaptive sampler's plan (latent: one draw of all slots)
-  confidence_scores  x steps          confidence sampler (latent: D's first position)
+  confidence_scores  x steps          confidence sampler (latent: D's greedy patch of
+                                      every slot, an upper bound: it runs on masked ones)
 
 plus, for a prompted latent run in an entropy mode, the entropy model on the
 prompt. Byte AR makes one cached decoder step per position. What is left out:

@@ -8,6 +8,9 @@
                               buffer of static size (`slot_gather`) and scattered back
   PatchDecoder.first_symbol_log_probs   D's first position alone (cheap scores)
   PatchDecoder.entropy_estimate         Ĥ(patch | h_i) per row (adaptive plans)
+  PatchDecoder.greedy         the most likely symbol at every position, and the
+                              mean log-probability per symbol of that patch (the
+                              confidence sampler's score: no draw, no length bias)
 
 `diffusion`, adaptive intra-patch steps. The first pass sees all L positions
 masked; its summed per-position entropy
@@ -137,6 +140,23 @@ class PatchDecoder:
     return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps,
                 passes=jnp.max(steps, initial=0))
 
+  def greedy(self, params, cond_rows):
+    """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], mean
+    log-probability per symbol [k]) of each row's greedy patch: the most likely
+    symbol at each position given the ones before (`ar`), or the most likely
+    first byte, then length, then other bytes (`parallel`).
+
+    The mean runs over the patch's len + 1 symbols (its bytes and the end, or
+    for `parallel` the first byte, the length and the other bytes), so it
+    measures how sure D is per decision whatever the length: a predictable
+    4-byte patch ("tion") scores above a surprising 1-byte one, and the score
+    is the same every time (no random draw behind it)."""
+    if self.mode == 'ar':
+      return self._greedy_ar(params, cond_rows)
+    if self.mode == 'diffusion':
+      return self._greedy_diffusion(params, cond_rows)
+    return self._greedy_parallel(params, cond_rows)
+
   # --- `ar`: a causal decoder with a key/value cache ---------------------------
 
   def _empty_cache(self, rows: int):
@@ -152,44 +172,78 @@ class PatchDecoder:
     return lp, updated['cache']
 
   def _draw_ar(self, params, key, cond, top_p, rows, num_rows):
+    pick = lambda lp, j: categorical.gumbel_argmax(
+        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows, num_rows)
+    drawn, length, entropy, _ = self._decode_ar(params, cond, pick)
+    return drawn, length, entropy
+
+  def _greedy_ar(self, params, cond):
+    pick = lambda lp, j: jnp.argmax(lp, axis=-1).astype(jnp.int32)
+    chosen, length, _, total = self._decode_ar(params, cond, pick)
+    return chosen, length, total / (length + 1).astype(jnp.float32)
+
+  def _decode_ar(self, params, cond, pick):
+    """Decodes every row byte by byte, pick(log-probs [k, V], position) ->
+    symbol [k] choosing each: (bytes [k, L] PAD after the end, lengths [k],
+    entropy of D's distributions along the path [k], log-prob of the path [k]),
+    both summed up to and including the end symbol."""
     k, L = cond.shape[0], self.max_patch_len
 
     def step(carry, j):
-      cache, previous, length, entropy = carry
+      cache, previous, length, entropy, total = carry
       lp, cache = self._ar_step(params, cache, cond, previous[:, None], j)
-      entropy = entropy + jnp.where(length < 0, categorical.entropy_of(lp), 0.0)
-      symbol = categorical.gumbel_argmax(jax.random.fold_in(key, j),
-                                         categorical.top_p_filter(lp, top_p), rows, num_rows)
+      symbol = pick(lp, j)
       ended = length >= 0
+      entropy = entropy + jnp.where(ended, 0.0, categorical.entropy_of(lp))
+      total = total + jnp.where(ended, 0.0, jnp.take_along_axis(lp, symbol[:, None], -1)[:, 0])
       stop = ~ended & (symbol == vocab.END_OF_PATCH)
       length = jnp.where(stop, j, length)
       byte = jnp.where(ended | stop, vocab.PAD, symbol)
-      return (cache, byte, length, entropy), byte
+      return (cache, byte, length, entropy, total), byte
 
+    zeros = jnp.zeros((k,), jnp.float32)
     init = (self._empty_cache(k), jnp.full((k,), START, jnp.int32),
-            jnp.full((k,), -1, jnp.int32), jnp.zeros((k,), jnp.float32))
-    (_, _, length, entropy), drawn = jax.lax.scan(step, init, jnp.arange(L + 1, dtype=jnp.int32))
-    return drawn[:L].T, length, entropy  # the byte drawn at position j is byte j
+            jnp.full((k,), -1, jnp.int32), zeros, zeros)
+    (_, _, length, entropy, total), out = jax.lax.scan(
+        step, init, jnp.arange(L + 1, dtype=jnp.int32))
+    return out[:L].T, length, entropy, total  # the symbol chosen at position j is byte j
 
   # --- `parallel`: first byte, length, then the rest in one pass ----------------
 
   def _draw_parallel(self, params, key, cond, top_p, rows, num_rows):
-    k1, k2, k3 = jax.random.split(key, 3)
-    draw = lambda k, lp: categorical.gumbel_argmax(k, categorical.top_p_filter(lp, top_p),
-                                                   rows, num_rows)
+    keys = jax.random.split(key, 3)
+    pick = lambda part, lp: categorical.gumbel_argmax(
+        keys[part], categorical.top_p_filter(lp, top_p), rows, num_rows)
+    out, lengths, entropy, _ = self._decode_parallel(params, cond, pick)
+    return out, lengths, entropy
+
+  def _greedy_parallel(self, params, cond):
+    pick = lambda part, lp: jnp.argmax(lp, axis=-1).astype(jnp.int32)
+    out, lengths, _, total = self._decode_parallel(params, cond, pick)
+    return out, lengths, total / (lengths + 1).astype(jnp.float32)
+
+  def _decode_parallel(self, params, cond, pick):
+    """pick(part, log-probs [..., V]) -> symbols chooses the first byte (part 0),
+    the length (1) and the other bytes (2): (bytes [k, L] PAD after the end,
+    lengths [k], entropy of the distributions used [k], log-prob of the patch [k])."""
+    chosen_lp = lambda lp, x: jnp.take_along_axis(lp, x[..., None], -1)[..., 0]
     first_lp = self._decoder(params, lambda dec, c: dec.first(c), cond)
-    x0 = draw(k1, first_lp)
+    x0 = pick(0, first_lp)
     length_lp = self._decoder(params, lambda dec, c, x: dec.length(c, x), cond, x0)
-    lengths = draw(k2, length_lp) + 1
+    length_index = pick(1, length_lp)
+    lengths = length_index + 1
     rest_lp = self._decoder(params, lambda dec, *a: dec.rest(*a), cond, x0, lengths)
-    rest = draw(k3, rest_lp)
+    rest = pick(2, rest_lp)
     L = rest.shape[1]
     j = jnp.arange(L)[None, :]
     inside = (j >= 1) & (j < lengths[:, None])
     entropy = (categorical.entropy_of(first_lp) + categorical.entropy_of(length_lp)
                + jnp.sum(jnp.where(inside, categorical.entropy_of(rest_lp), 0.0), -1))
+    total = (chosen_lp(first_lp, x0) + chosen_lp(length_lp, length_index)
+             + jnp.sum(jnp.where(inside, chosen_lp(rest_lp, rest), 0.0), -1))
     out = jnp.where(j == 0, x0[:, None], rest)
-    return jnp.where(j < lengths[:, None], out, vocab.PAD).astype(jnp.int32), lengths, entropy
+    return (jnp.where(j < lengths[:, None], out, vocab.PAD).astype(jnp.int32), lengths, entropy,
+            total)
 
   # --- `diffusion`: T_steps(p) masked-diffusion passes ---------------------------
 
@@ -215,6 +269,18 @@ class PatchDecoder:
     (α = ∞ with Ĥ = 0 gives T_min, not ∞·0.)"""
     scaled = jnp.where(entropy > 0, intra_patch.alpha * entropy, 0.0)
     return rules.planned_steps(1.0, scaled, intra_patch.min_steps, self.max_patch_len)
+
+  def _greedy_diffusion(self, params, cond):
+    """The greedy patch of the first (all-masked) pass, each position's most
+    likely symbol, scored over its bytes and, when shorter than L, its end."""
+    lp = self.first_pass(params, cond)
+    z = jnp.argmax(lp, -1).astype(jnp.int32)
+    lengths = diffusion_lengths(z)
+    counted = jnp.arange(self.max_patch_len)[None, :] <= lengths[:, None]
+    total = jnp.sum(jnp.where(counted, jnp.max(lp, -1), 0.0), -1)
+    out = jnp.where(jnp.arange(self.max_patch_len)[None, :] < lengths[:, None], z, vocab.PAD)
+    return (out.astype(jnp.int32), lengths.astype(jnp.int32),
+            total / jnp.sum(counted, -1).astype(jnp.float32))
 
   def _draw_diffusion(self, params, key, cond, top_p, rows, num_rows, intra_patch, valid=None):
     """(bytes [k, L], lengths [k], Ĥ [k], T_steps [k]; 0 where not valid [k])."""

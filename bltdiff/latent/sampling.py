@@ -23,9 +23,12 @@ only on the revealed slots' rows (`slot_gather`).
 Scores: the adaptive sampler plans each row's step count from the decoder's
 estimate of the entropy of every masked patch (summed along one draw of the
 whole patch; `decoding`) and ranks slots by the entropy of their first
-symbol; the confidence sampler reveals slots whose most likely first symbol
-is probable enough — a score of the prediction, not of one random draw, and
-with no preference for short patches.
+symbol; the confidence sampler reveals the masked slots whose greedy patch
+(D's most likely symbol at every position) has a mean probability per symbol
+above the threshold — a score of the prediction, not of one random draw, and
+per symbol, so no preference for short patches. Its first version scored the
+first symbol alone, which never passed 0.5 on trained models: a patch starts
+where the entropy model is unsure, so every step revealed one slot.
 
 Prompts: the given bytes are patched with the run's own patcher (the entropy
 model for entropy modes) and stay visible as slots; generated slots follow. The
@@ -95,8 +98,14 @@ class SlotAdapter(registry.ModelAdapter):
     return categorical.entropy_of(self._first_symbol(cond))
 
   def confidence_scores(self, cond, st):
-    """log-probability of each slot's most likely first symbol [b, P]."""
-    return jnp.max(self._first_symbol(cond), axis=-1)
+    """Mean log-probability per symbol of each masked slot's greedy patch
+    [b, P] (`decoding.PatchDecoder.greedy`; -inf elsewhere). D runs on the
+    masked slots' rows only; cost accounting counts all rows (an upper bound)."""
+    b, p, d = cond.shape
+    score_rows = lambda rows, index: self.model.decoder.greedy(self.params, rows)[2]
+    score, _ = slot_gather.map_selected(score_rows, cond.reshape(b * p, d),
+                                        st['masked'].reshape(-1), -jnp.inf)
+    return score.reshape(b, p)
 
   def remaining_entropy(self, cond, st):
     """Σ over masked slots of the decoder's estimate of the patch's entropy [b]."""
