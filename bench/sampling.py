@@ -62,7 +62,7 @@ import report  # noqa: E402
 import sampling_plots  # noqa: E402
 from bltdiff import commands, frontier, sample_quality, sampling_cost, text, vocab  # noqa: E402
 from bltdiff.data import pipeline  # noqa: E402
-from bltdiff.latent.decoding import IntraPatchRule  # noqa: E402
+from bltdiff.latent.intra_patch import IntraPatchRule  # noqa: E402
 from bltdiff.sampling.options import SamplerOptions  # noqa: E402
 from bltdiff.training import restore  # noqa: E402
 

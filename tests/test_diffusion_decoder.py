@@ -16,7 +16,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from bltdiff import sampling_cost, vocab
-from bltdiff.latent import decoding
+from bltdiff.latent import intra_patch
 from bltdiff.latent.diffusion import LatentMDLM
 from bltdiff.latent.local_decoder import diffusion_lengths, diffusion_targets
 from bltdiff.models import byte_mdlm
@@ -166,7 +166,7 @@ def test_t_steps_follow_the_formula():
   entropy = jnp.array([0.0, 1e-6, 0.3, 1.0, 2.2, 5.0, 40.0])
   for alpha, t_min in [(0.0, 1), (0.5, 1), (1.0, 2), (2.0, 1), (3.0, 9), (math.inf, 1), (1e9, 3)]:
     got = np.asarray(model.decoder.intra_patch_steps(entropy,
-                                                     decoding.IntraPatchRule(alpha, t_min)))
+                                                     intra_patch.IntraPatchRule(alpha, t_min)))
     scaled = [min(alpha * float(h), 1e6) if h > 0 else 0.0 for h in np.asarray(entropy)]
     want = [min(6, max(math.ceil(x), t_min)) for x in scaled]
     assert got.tolist() == want, (alpha, t_min, got, want)
@@ -174,7 +174,7 @@ def test_t_steps_follow_the_formula():
   # the buffer runs to their largest.
   cond = conditions(16, model.net.dec_dim, seed=1)
   reveal = jnp.arange(16) % 3 == 0
-  rule = decoding.IntraPatchRule(0.4, 1)
+  rule = intra_patch.IntraPatchRule(0.4, 1)
   with jax.enable_x64(True):
     drawn = jax.jit(lambda k: model.decoder.draw_revealed(params, k, cond, reveal,
                                                           intra_patch=rule))(jax.random.PRNGKey(2))
@@ -208,7 +208,7 @@ def test_the_two_limits(alpha, order):
   model, params = model_and_params()
   cond = conditions(8, model.net.dec_dim, seed=3)
   key = jax.random.PRNGKey(4)
-  rule = decoding.IntraPatchRule(alpha, 1)
+  rule = intra_patch.IntraPatchRule(alpha, 1)
   with jax.enable_x64(True):
     drawn = jax.jit(lambda k: model.decoder.draw_revealed(params, k, cond, jnp.ones(8, bool),
                                                           intra_patch=rule))(key)
@@ -225,7 +225,7 @@ def test_the_two_limits(alpha, order):
 
 def test_quota_reveals_every_position_once():
   for steps in range(1, 7):
-    quota = [int(decoding.reveal_quota(k, jnp.int32(steps), 6)) for k in range(steps)]
+    quota = [int(intra_patch.reveal_quota(k, jnp.int32(steps), 6)) for k in range(steps)]
     increments = np.diff([0] + quota)
     assert quota[-1] == 6 and np.all(increments >= 1)
     if steps == 6:

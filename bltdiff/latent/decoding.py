@@ -12,26 +12,7 @@
                               mean log-probability per symbol of that patch (the
                               confidence sampler's score: no draw, no length bias)
 
-`diffusion`, adaptive intra-patch steps. The first pass sees all L positions
-masked; its summed per-position entropy
-
-    Ĥ(p) = Σ_j H(p_D(y_j | all masked, h_i))                     [rows]
-
-sets the patch's step count T_steps(p) = min(L, max(⌈α·Ĥ(p)⌉, T_min)). Why
-this estimate: it is free (the first pass is the first denoising step, run
-anyway) and it is the quantity that decides how many steps are safe. One
-pass draws the positions independently from these marginals; what that
-misses of the joint is the total correlation Σ_j H(y_j) − H(y) ≤ Ĥ(p), so
-Ĥ(p) ≈ 0 makes a single pass exact, and a large Ĥ(p) leaves room for
-dependence that only sequential reveals capture. It upper-bounds H(y | h_i)
-(subadditivity), so it errs towards more steps. A trained head would cost
-parameters and training and predict the same number less directly.
-Step k of T reveals positions in a uniformly random order (drawn per row),
-⌊(k+1)·L/T⌋ revealed after it, so T = L is one position per step (the
-reverse process whose likelihood the NELBO bounds) and T = 1 is one-pass
-decoding. Rows run to the buffer's largest T, finished rows frozen; every
-pass is a decoder call on the whole buffer, which the cost accounting counts
-(`passes` below).
+`diffusion` decodes a patch in T_steps(p) passes, its rule in `intra_patch`.
 
 Draws are reproducible per row: row r of N gets the noise it would get in a
 draw over all N rows, so drawing a gathered subset gives exactly the rows the
@@ -40,33 +21,16 @@ distributions along the drawn path, summed up to the end of the patch: an
 unbiased estimate of the patch's entropy H(patch | h_i).
 """
 
-import math
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
 from bltdiff import vocab
 from bltdiff.latent import slot_gather
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule, reveal_quota
 from bltdiff.latent.local_decoder import START, ARDecoder, diffusion_lengths
 from bltdiff.sampling import categorical, rules
 
 ENTROPY_ESTIMATE_KEY = 7  # the draw behind `ar`/`parallel` entropy estimates (any fixed key)
-
-
-class IntraPatchRule(NamedTuple):
-  """T_steps(p) = min(L, max(⌈alpha · Ĥ(p)⌉, min_steps)) of the `diffusion` decoder."""
-  alpha: float
-  min_steps: int
-
-
-EXACT_INTRA_PATCH = IntraPatchRule(math.inf, 1)  # one position per step: T = L
-
-
-def reveal_quota(step, steps, num_positions: int):
-  """Positions revealed by the end of intra-patch step `step` (0-based) of
-  `steps` [rows]: ⌊(step+1)·L/T⌋, so every step reveals at least one (T <= L)."""
-  return ((step + 1) * num_positions) // jnp.maximum(steps, 1)
 
 
 class PatchDecoder:

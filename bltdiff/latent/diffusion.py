@@ -50,7 +50,8 @@ import jax.numpy as jnp
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import sampling
-from bltdiff.latent.decoding import EXACT_INTRA_PATCH, IntraPatchRule, PatchDecoder
+from bltdiff.latent.decoding import PatchDecoder
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
 from bltdiff.models.contract import Model
 from bltdiff.sampling import categorical, registry

@@ -45,7 +45,7 @@ import numpy as np
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import slot_gather
-from bltdiff.latent.decoding import EXACT_INTRA_PATCH, IntraPatchRule
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 
