@@ -89,9 +89,11 @@ def section_sampling(data) -> str:
           + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
                          'num_samples', 'gen_bpb', 'gen_bpb_ci', 'unigram_entropy',
                          'repeat_8gram', 'sample_bytes', 'latent_calls', 'row_latent_calls',
-                         'flops_per_byte', 'wall_s_per_sample'])
+                         'decoder_passes_per_byte', 'flops_per_byte', 'wall_s_per_sample'])
           + '\n\nSamples: `bench/results/samples/` (the first samples of every row).'
-          + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)')
+          + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)'
+          + ('\n\n![intra-patch steps against the estimated patch entropy]'
+             '(bench/results/sampling_intra_patch.png)' if data.get('intra_patch_plan') else ''))
 
 
 def section_rows(columns):

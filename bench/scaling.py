@@ -46,10 +46,11 @@ RESULTS = REPO / 'bench' / 'results'
 SYSTEMS = {
     'bltdiff_ar': lambda: likelihood.latent_config('ar'),
     'bltdiff_parallel': lambda: likelihood.latent_config('parallel'),
+    'bltdiff_diffusion': lambda: likelihood.latent_config('diffusion'),
     'byte_mdlm': lambda: likelihood.byte_config('byte_mdlm'),
     'byte_ar': lambda: likelihood.byte_config('byte_ar'),
 }
-LATENT = ('bltdiff_ar', 'bltdiff_parallel')
+LATENT = ('bltdiff_ar', 'bltdiff_parallel', 'bltdiff_diffusion')
 
 
 def _scale_lr(factor):

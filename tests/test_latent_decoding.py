@@ -113,8 +113,8 @@ def test_gathered_draws_equal_the_whole_batch_draws(trained, mode):
   reveal = jnp.asarray(np.random.RandomState(0).rand(n) < 0.2)
   with jax.enable_x64(True):
     whole, whole_len, _ = model.decoder.draw(params, jax.random.PRNGKey(1), cond)
-    some, some_len, decoded = model.decoder.draw_revealed(params, jax.random.PRNGKey(1), cond,
-                                                          reveal)
+    drawn = model.decoder.draw_revealed(params, jax.random.PRNGKey(1), cond, reveal)
+    some, some_len, decoded = drawn['tokens'], drawn['lengths'], drawn['decoded']
   r = np.asarray(reveal)
   np.testing.assert_array_equal(np.asarray(some)[r], np.asarray(whole)[r])
   np.testing.assert_array_equal(np.asarray(some_len)[r], np.asarray(whole_len)[r])

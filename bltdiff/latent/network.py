@@ -10,7 +10,8 @@ D_dec = decoder dim.
   contextualize  T over slots (bidirectional, RoPE over slot index, padding
                slots excluded) -> decoder conditions h [b, P, D_dec]
   denoise      encode then contextualize: the expensive, time-free call of a step
-  patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P]
+  patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P] (`ar`, `parallel`),
+               or minus the intra-patch NELBO, a lower bound on it (`diffusion`)
   count_log_probs log p(S) [P + 1]
 The decoder itself (its draws, its first-symbol distribution) is reached by
 `LatentMDLM` through `decoder_apply`.
@@ -23,11 +24,13 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.latent.local_decoder import (ARDecoder, ParallelDecoder, ar_inputs,
-                                          ar_patch_log_prob, parallel_patch_log_prob)
+from bltdiff.latent.local_decoder import (ARDecoder, DiffusionDecoder, ParallelDecoder,
+                                          ar_inputs, ar_patch_log_prob, diffusion_patch_nelbo,
+                                          parallel_patch_log_prob)
 from bltdiff.latent.local_encoder import LocalEncoder
+from bltdiff.schedules import Schedule
 
-DECODER_MODES = ('ar', 'parallel')
+DECODER_MODES = ('ar', 'parallel', 'diffusion')
 COUNT_LOGIT_SCALE = 32.0  # learning-rate multiplier of p(S)'s logits (see setup)
 
 
@@ -81,6 +84,8 @@ class LatentDenoiser(nn.Module):
                mlp_dim=self.dec_mlp_dim, dtype=dtype)
     if self.decoder_mode == 'ar':
       self.decoder = ARDecoder(max_patch_len=self.max_patch_len, **dec)
+    elif self.decoder_mode == 'diffusion':
+      self.decoder = DiffusionDecoder(max_patch_len=self.max_patch_len, **dec)
     else:
       self.decoder = ParallelDecoder(max_patch_len=self.max_patch_len, **dec)
     # p(S), S = number of filled slots in 0..P_max: one logit per value, scaled
@@ -118,13 +123,21 @@ class LatentDenoiser(nn.Module):
     """E then T: the expensive, time-free network call of one sampler step."""
     return self.contextualize(self.encode(patch_tokens, visible), slot_mask, deterministic)
 
-  def patch_log_prob(self, cond, patch_tokens, lengths):
+  def patch_log_prob(self, cond, patch_tokens, lengths, key=None, schedule=None,
+                     t_min: float = 0.0):
     """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
-    per-symbol argmax hits and valid mask [b, P, L+1]."""
+    per-symbol argmax hits and valid mask [b, P, L+1] (`diffusion`: minus the
+    intra-patch NELBO, one draw of s and of the masking from `key` under
+    `schedule` (a `Schedule`), and hits / valid [b, P, L] at the hidden
+    positions; see `local_decoder.diffusion_patch_nelbo`)."""
     b, p, L = patch_tokens.shape
     rows = lambda x: x.reshape((b * p,) + x.shape[2:])
     cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
-    if self.decoder_mode == 'ar':
+    if self.decoder_mode == 'diffusion':
+      bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r, len_r,
+                                                 key, schedule, t_min)
+      lp = -bound
+    elif self.decoder_mode == 'ar':
       lp, hits, valid = ar_patch_log_prob(self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r)
     else:
       lp, hits, valid = parallel_patch_log_prob(self.decoder(cond_r, tok_r, len_r), tok_r, len_r)
@@ -142,4 +155,6 @@ class LatentDenoiser(nn.Module):
 
   def __call__(self, patch_tokens, lengths, slot_mask):
     cond = self.denoise(patch_tokens, slot_mask, slot_mask)
-    return self.patch_log_prob(cond, patch_tokens, lengths), self.count_log_probs()
+    # init only: any key and schedule trace the same parameters
+    return (self.patch_log_prob(cond, patch_tokens, lengths, jax.random.PRNGKey(0),
+                                Schedule('linear')), self.count_log_probs())
