@@ -8,6 +8,7 @@ names the command that reproduces it. Nothing here is typed by hand.
 """
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -146,6 +147,36 @@ def section_entropy(data) -> str:
                                'bytes_per_s_per_chip', 'corpus_bytes', 'hours']))
 
 
+def section_scaling(data) -> str:
+  """The fits, their ratio extrapolated to the largest budget asked for (4x),
+  and the rows."""
+  fits = data['fits']
+  systems = sorted({r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
+                    for r in data['rows']})
+  budgets = sorted({r['budget'] for r in data['rows']})
+  lines = [f"Rows so far: {', '.join(systems)} at budgets {', '.join(f'{b:g}' for b in budgets)}"
+           + (f" (`{data['command']}`)" if data.get('command') else '')
+           + ". The default command runs every system at 0.5, 1, 2 and 4; finished runs are "
+           'reused.', '']
+  for name, f in sorted(fits.items()):
+    err = f" ± {f['slope_stderr']:.3f}" if f.get('slope_stderr') else ''
+    lines.append(f"- {name}: bpb = a · C^(−slope), slope {f['slope']:.3f}{err} over budgets "
+                 f"{', '.join(f'{b:g}' for b in f['budgets'])} (x {data['budget_unit_flops']:.3g} "
+                 'FLOPs)')
+  base = {n.split(' ')[0]: f for n, f in fits.items() if n.endswith(' base')}
+  if 'bltdiff_ar' in base and 'byte_mdlm' in base:
+    at = 4 * data['budget_unit_flops']
+    value = {n: math.exp(f['log_a']) * at ** (-f['slope']) for n, f in base.items()}
+    measured = any(r['budget'] >= 4 for r in data['rows'])
+    lines.append(f"- At 4x ({at:.3g} FLOPs), {'from the fits' if not measured else 'fitted'}"
+                 f"{' (an extrapolation: no 4x run yet)' if not measured else ''}: bltdiff "
+                 f"{value['bltdiff_ar']:.3f}, byte MDLM {value['byte_mdlm']:.3f}, ratio "
+                 f"{value['bltdiff_ar'] / value['byte_mdlm']:.3f}.")
+  return ('\n'.join(lines) + '\n\n'
+          + table(data['rows'], ['system', 'decoder_mode', 'variant', 'budget', 'train_flops',
+                                 'bpb', 'params', 'steps']))
+
+
 SECTIONS = [
     ('Data pipeline', 'data_pipeline.json', 'python bench/data_pipeline.py', section_data,
      'data_pipeline.png'),
@@ -153,6 +184,8 @@ SECTIONS = [
     ('Likelihood (bits per byte)', 'likelihood.json', 'python bench/likelihood.py',
      section_rows(['system', 'decoder_mode', 'bpb', 'train_flops', 'params', 'mean_patch_bytes']),
      'likelihood.png'),
+    ('Likelihood as compute grows', 'scaling.json', 'python bench/scaling.py',
+     section_scaling, 'scaling.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
      section_sampling, 'sampling_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
