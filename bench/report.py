@@ -154,10 +154,18 @@ def section_scaling(data) -> str:
   systems = sorted({r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
                     for r in data['rows']})
   budgets = sorted({r['budget'] for r in data['rows']})
+  commands = data.get('commands', [data['command']] if data.get('command') else [])
   lines = [f"Rows so far: {', '.join(systems)} at budgets {', '.join(f'{b:g}' for b in budgets)}"
-           + (f" (`{data['command']}`)" if data.get('command') else '')
+           + (f" (from {', '.join(f'`{c}`' for c in commands)})" if commands else '')
            + ". The default command runs every system at 0.5, 1, 2 and 4; finished runs are "
            'reused.', '']
+  base_bpb = {(r['system'], r['budget']): r['bpb'] for r in data['rows']
+              if r['variant'] == 'base' and r['decoder_mode'] in (None, 'ar')}
+  measured = [(b, base_bpb[('bltdiff', b)] / base_bpb[('byte_mdlm', b)]) for b in budgets
+              if ('bltdiff', b) in base_bpb and ('byte_mdlm', b) in base_bpb]
+  if measured:
+    lines.insert(1, '- Measured bltdiff (ar) / byte MDLM bound ratio: ' + ', '.join(
+        f'{r:.3f} at {b:g}x' for b, r in measured) + '.')
   for name, f in sorted(fits.items()):
     err = f" ± {f['slope_stderr']:.3f}" if f.get('slope_stderr') else ''
     lines.append(f"- {name}: bpb = a · C^(−slope), slope {f['slope']:.3f}{err} over budgets "

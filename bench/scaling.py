@@ -197,9 +197,12 @@ def main(argv):
   for r in rows:
     groups.setdefault(name_of(r), []).append(r)
   fits = {k: fit(v) for k, v in groups.items() if len(v) >= 2}
+  # Rows accumulate over invocations: every command that added some is kept.
+  previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+  commands = previous.get('commands', [previous['command']] if 'command' in previous else [])
+  commands.append(' '.join(['python', 'bench/scaling.py'] + sys.argv[1:]))
   out = dict(rows=rows, fits=fits, budget_unit_flops=unit, machine=report.machine_description(),
-             command=' '.join(['python', 'bench/scaling.py'] + sys.argv[1:]),
-             seconds_this_invocation=round(time.time() - begin, 1))
+             commands=commands, seconds_this_invocation=round(time.time() - begin, 1))
   out_path.write_text(json.dumps(out, indent=1))
   plot(rows, fits, out_path.with_suffix('.png'))
   if out_path.parent == RESULTS:
