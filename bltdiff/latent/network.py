@@ -11,6 +11,8 @@ D_dec = decoder dim.
                slots excluded) -> decoder conditions h [b, P, D_dec]
   denoise      encode then contextualize: the expensive, time-free call of a step
   patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P]
+  symbol_log_probs D teacher-forced: its whole distribution at every symbol of
+               given patches (what a KL between two decoders needs)
   count_log_probs log p(S) [P + 1]
 The decoder itself (its draws, its first-symbol distribution) is reached by
 `LatentMDLM` through `decoder_apply`.
@@ -118,18 +120,44 @@ class LatentDenoiser(nn.Module):
     """E then T: the expensive, time-free network call of one sampler step."""
     return self.contextualize(self.encode(patch_tokens, visible), slot_mask, deterministic)
 
-  def patch_log_prob(self, cond, patch_tokens, lengths):
-    """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
-    per-symbol argmax hits and valid mask [b, P, L+1]."""
-    b, p, L = patch_tokens.shape
+  def _teacher_forced(self, cond, patch_tokens, lengths):
+    """D's outputs teacher-forced on rows [b * P, ...]: (outputs, tokens, lengths)."""
+    b, p, _ = patch_tokens.shape
     rows = lambda x: x.reshape((b * p,) + x.shape[2:])
     cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
     if self.decoder_mode == 'ar':
-      lp, hits, valid = ar_patch_log_prob(self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r)
-    else:
-      lp, hits, valid = parallel_patch_log_prob(self.decoder(cond_r, tok_r, len_r), tok_r, len_r)
+      return self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r
+    return self.decoder(cond_r, tok_r, len_r), tok_r, len_r
+
+  def patch_log_prob(self, cond, patch_tokens, lengths):
+    """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
+    per-symbol argmax hits and valid mask [b, P, L+1]."""
+    b, p, _ = patch_tokens.shape
+    out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
+    score = ar_patch_log_prob if self.decoder_mode == 'ar' else parallel_patch_log_prob
+    lp, hits, valid = score(out, tok_r, len_r)
     unrow = lambda x: x.reshape((b, p) + x.shape[1:])
     return unrow(lp), unrow(hits), unrow(valid)
+
+  def symbol_log_probs(self, cond, patch_tokens, lengths):
+    """D's whole conditional distributions along given patches (teacher-forced):
+    p(patch | h) = Π_parts Π_valid positions p(symbol | h, earlier symbols).
+    Returns a tuple of parts (log-probs [b, P, n, V], valid [b, P, n]):
+      ar        one part: n = L+1 positions, V = DEC_VOCAB
+      parallel  first byte (n = 1, V = 257), length given it (n = 1, V = L),
+                the other bytes given both (n = L, V = 257; 1 <= j < length)."""
+    b, p, _ = patch_tokens.shape
+    out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
+    unrow = lambda x: x.reshape((b, p) + x.shape[1:])
+    if self.decoder_mode == 'ar':
+      valid = jnp.arange(out.shape[1])[None, :] <= len_r[:, None]
+      return ((unrow(out), unrow(valid)),)
+    first, length, rest = out
+    ones = jnp.ones((tok_r.shape[0], 1), bool)
+    j = jnp.arange(rest.shape[1])[None, :]
+    inside = (j >= 1) & (j < len_r[:, None])
+    return ((unrow(first[:, None]), unrow(ones)), (unrow(length[:, None]), unrow(ones)),
+            (unrow(rest), unrow(inside)))
 
   def count_log_probs(self):
     """log p(S) [P + 1]."""
