@@ -91,7 +91,10 @@ def section_sampling(data) -> str:
                          'repeat_8gram', 'sample_bytes', 'latent_calls', 'row_latent_calls',
                          'flops_per_byte', 'wall_s_per_sample'])
           + '\n\nSamples: `bench/results/samples/` (the first samples of every row).'
-          + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)')
+          + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)'
+          + ('\n\n![gen-bpb against steps: distilled students and their teacher]'
+             '(bench/results/sampling_steps.png)'
+             if any(r['system'] == 'bltdiff_distilled' for r in data['rows']) else ''))
 
 
 def section_rows(columns):

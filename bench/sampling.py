@@ -16,6 +16,14 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   as ancestral with fewer calls) at every T; bltdiff with each decoder at every
   fixed step count, the adaptive sampler at several α and the confidence
   sampler at several thresholds; byte AR (cached decoding).
+- Distilled (system `bltdiff_distilled`, unless --nodistill): the bltdiff `ar`
+  run as the teacher of SDTT rounds (bltdiff/training/distill.py, the train
+  section of configs/distill_demo.py, `distill_steps_per_round` steps each)
+  that halve `distill_teacher_steps` down to the fewest of
+  `distill_student_steps`; rows for the teacher at its step count and for
+  each round's student at its own, cached sampler. Their plot is
+  sampling_steps.png: gen-bpb against steps for the teacher (the bltdiff `ar`
+  cached rows) and the students.
 - Every row draws `seeds` batches of `batch` samples of `length` bytes (seed s
   = PRNGKey(s)), the batches of all rows interleaved seed by seed. Per row:
   gen-bpb (bits per byte under the evaluator, all samples together) with a 95%
@@ -30,13 +38,14 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   there over bltdiff's, on FLOPs/byte and on wall time; the same at other
   levels both reach; byte AR at the best quality bltdiff reaches; and the old
   fixed reference (byte MDLM at its largest T) as a secondary line.
-Writes --out (bench/results/sampling.json), sampling_flops.png and
-sampling_wall.png beside it, the first samples of every row under samples/
+Writes --out (bench/results/sampling.json), sampling_flops.png,
+sampling_wall.png and sampling_steps.png beside it, the first samples of every row under samples/
 beside it, and (for bench/results) BENCHMARKS.md.
 """
 
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -56,7 +65,8 @@ import sampling_plots  # noqa: E402
 from bltdiff import commands, frontier, sample_quality, sampling_cost, text, vocab  # noqa: E402
 from bltdiff.data import pipeline  # noqa: E402
 from bltdiff.sampling.options import SamplerOptions  # noqa: E402
-from bltdiff.training import restore  # noqa: E402
+from bltdiff.training import distill, restore  # noqa: E402
+from configs import distill_demo  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
 SAMPLES_SHOWN = 16  # samples written as text per row
@@ -65,16 +75,23 @@ SETTINGS = {
     # Minutes: every code path end to end on the trained runs.
     'smoke': dict(length=256, batch=4, seeds=2, scale=1.0, evaluator_flops_factor=0.1,
                   byte_mdlm_steps=[16], bltdiff_steps=[8], adaptive_alphas=[0.02],
-                  confidence_thresholds=[0.7], min_steps=2, max_steps=64),
+                  confidence_thresholds=[0.7], min_steps=2, max_steps=64,
+                  distill_teacher_steps=8, distill_student_steps=[2], distill_steps_per_round=4),
     'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256], bltdiff_steps=[2, 4, 8, 16, 32, 64],
                 adaptive_alphas=[0.01, 0.02, 0.04], confidence_thresholds=[0.5, 0.7, 0.9],
-                min_steps=2, max_steps=64),
+                min_steps=2, max_steps=64,
+                distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
+                distill_steps_per_round=200),
     'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256, 1024],
                 bltdiff_steps=[2, 4, 8, 16, 32, 64, 128], adaptive_alphas=[0.01, 0.02, 0.04, 0.08],
-                confidence_thresholds=[0.5, 0.7, 0.9], min_steps=2, max_steps=128),
+                confidence_thresholds=[0.5, 0.7, 0.9], min_steps=2, max_steps=128,
+                distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
+                distill_steps_per_round=1000),
 }
+DISTILLED = 'bltdiff_distilled'
+
 
 
 def evaluator_config(budget: float, factor: float):
@@ -110,6 +127,37 @@ def train_systems(settings, workdir: str):
   return runs, rows, evaluator
 
 
+def distill_systems(settings, runs, workdir: str) -> dict:
+  """SDTT rounds from the bltdiff `ar` run (reused when already done): each
+  round halves distill_teacher_steps, down to the fewest distill_student_steps.
+  Returns {system name: run directory} of the teacher and the students."""
+  teacher_steps = settings['distill_teacher_steps']
+  rounds = round(math.log2(teacher_steps / min(settings['distill_student_steps'])))
+  config = distill_demo.get_config()
+  config.distill.update(teacher=runs['bltdiff_ar'], teacher_steps=teacher_steps, rounds=rounds,
+                        step_ratio=2)
+  steps = settings['distill_steps_per_round']
+  config.train.update(num_steps=steps, warmup_steps=min(config.train.warmup_steps, steps),
+                      log_every=min(config.train.log_every, steps), eval_every=steps,
+                      sample_every=steps, checkpoint_every=steps)
+  out = Path(workdir) / f"scale_{settings['scale']:g}" / DISTILLED
+  print(f'== {DISTILLED}: {rounds} rounds of {steps} steps from {runs["bltdiff_ar"]}', flush=True)
+  commands.distill(config, str(out))
+  systems = {f'{DISTILLED}_teacher': runs['bltdiff_ar']}
+  for r in range(1, rounds + 1):
+    systems[f'{DISTILLED}_{teacher_steps // 2 ** r}'] = distill.round_dir(str(out), r)
+  return systems
+
+
+def row_system(name: str) -> tuple[str, str | None]:
+  """A grid system name -> (the row's system, its decoder mode)."""
+  if name.startswith(DISTILLED):
+    return DISTILLED, 'ar'
+  if name.startswith('bltdiff'):
+    return 'bltdiff', name.split('_')[1]
+  return name, None
+
+
 def grid(settings):
   """[(system name, SamplerOptions, option label)] of every row."""
   cap = dict(min_steps=settings['min_steps'], max_steps=settings['max_steps'])
@@ -125,6 +173,12 @@ def grid(settings):
     out += [(system, SamplerOptions(sampler='confidence', steps=settings['max_steps'],
                                     confidence_threshold=c, **cap), f'threshold={c:g}')
             for c in settings['confidence_thresholds']]
+  if settings.get('distill', True):
+    teacher = settings['distill_teacher_steps']
+    out.append((f'{DISTILLED}_teacher', SamplerOptions(sampler='cached', steps=teacher),
+                f'teacher {teacher} steps'))
+    out += [(f'{DISTILLED}_{t}', SamplerOptions(sampler='cached', steps=t), f'student {t} steps')
+            for t in settings['distill_student_steps']]
   return out
 
 
@@ -161,9 +215,9 @@ def measure(settings, loaded, evaluator, out_dir: Path):
     run_flops = [sampling_cost.run_flops(model, params, options, s, batch, length)['total']
                  for s in stats]
     generated = [int(np.sum(tokens < vocab.NUM_DATA_SYMBOLS)) for tokens in drawn[i]['tokens']]
+    name, decoder_mode = row_system(system)
     results.append(dict(
-        system='bltdiff' if system.startswith('bltdiff') else system, sampler=options.sampler,
-        decoder_mode=system.split('_')[1] if system.startswith('bltdiff') else None,
+        system=name, sampler=options.sampler, decoder_mode=decoder_mode,
         steps=options.steps, option=label,
         steps_taken=float(np.mean([s['steps_taken'] for s in stats])),
         num_samples=len(samples), seeds=len(stats), **quality,
@@ -266,11 +320,37 @@ def notes(out) -> str:
     parts.append(f"Secondary (fixed reference {f['fixed_reference']['byte_mdlm_setting']}): "
                  f"{fixed['flops_ratio']:.1f}x FLOPs, {fixed['wall_ratio']:.1f}x wall.")
   parts.extend(caveats(out['rows']))
+  parts.extend(distilled_notes(out['rows']))
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
   return ' '.join(parts)
+
+
+def distilled_notes(rows) -> list[str]:
+  """The distillation targets (issue 18), computed: does each student reach
+  the teacher's gen-bpb (95% intervals overlap), and is its unigram entropy
+  within 2% of the data's?"""
+  teacher = next((r for r in rows if r['system'] == DISTILLED
+                  and r['option'].startswith('teacher')), None)
+  data = next((r for r in rows if r['system'] == 'data'), None)
+  if teacher is None or data is None:
+    return []
+  out = []
+  for r in sorted((r for r in rows if r['system'] == DISTILLED and r is not teacher),
+                  key=lambda r: r['steps']):
+    overlap = r['gen_bpb_ci'][0] <= teacher['gen_bpb_ci'][1] and (
+        teacher['gen_bpb_ci'][0] <= r['gen_bpb_ci'][1])
+    entropy_gap = abs(r['unigram_entropy'] - data['unigram_entropy']) / data['unigram_entropy']
+    out.append(f"Distilled student at {r['steps']} steps: gen-bpb {r['gen_bpb']:.3f} "
+               f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}] against the teacher's "
+               f"{teacher['gen_bpb']:.3f} at {teacher['steps']} steps (intervals "
+               f"{'overlap' if overlap else 'do not overlap'}); unigram entropy "
+               f"{r['unigram_entropy']:.3f} bits, {100 * entropy_gap:.1f}% from the data's; "
+               f"{r['wall_s_per_sample'] / teacher['wall_s_per_sample']:.2f}x the teacher's wall "
+               f"time per sample.")
+  return out
 
 
 def short_headline(out) -> str:
@@ -337,6 +417,8 @@ def define_flags():
   flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
                       'Run directory, shared with bench/likelihood.py (finished runs are reused).')
   flags.DEFINE_string('out', str(RESULTS / 'sampling.json'), 'Results JSON.')
+  flags.DEFINE_bool('distill', True, f'Distil the bltdiff ar run and add {DISTILLED} rows '
+                    '(teacher and students; bltdiff/training/distill.py).')
   flags.DEFINE_bool('from_json', False, 'Measure nothing: recompute the frontier, the notes, the '
                     'plots and BENCHMARKS.md from the rows already in --out.')
 
@@ -349,8 +431,11 @@ def summarize(out: dict, out_path: Path):
   out['notes'] = notes(out)
   out['headline'] = short_headline(out)
   out_path.write_text(json.dumps(out, indent=1))
-  sampling_plots.plot(rows, data, out_path.with_name(out_path.stem + '_flops.png'),
+  sampling_plots.plot([r for r in rows if r['system'] != DISTILLED], data,
+                      out_path.with_name(out_path.stem + '_flops.png'),
                       out_path.with_name(out_path.stem + '_wall.png'))
+  if any(r['system'] == DISTILLED for r in rows):
+    sampling_plots.plot_steps(rows, data, DISTILLED, out_path.with_name(out_path.stem + '_steps.png'))
   if out_path.parent == RESULTS:
     report.write()
   print(out['notes'])
@@ -365,10 +450,13 @@ def main(argv):
   settings = dict(SETTINGS[args.config])
   if args.scale is not None:
     settings['scale'] = args.scale
+  settings['distill'] = args.distill
   if not likelihood.CORPUS.is_dir():
     sys.exit(f'development corpus not found at {likelihood.CORPUS}')
   begin = time.time()
   runs, system_rows, evaluator_row = train_systems(settings, args.workdir)
+  if settings['distill']:
+    runs.update(distill_systems(settings, runs, args.workdir))
   train_s = time.time() - begin
   loaded = {name: restore.load_for_inference(path) for name, path in runs.items()}
   out_path = Path(args.out)

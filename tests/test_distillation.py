@@ -39,7 +39,7 @@ def teacher(tmp_path_factory, corpus_glob):
   """A tiny latent MDLM trained for a few steps on the built-in corpus."""
   config = tiny_latent_config(corpus_glob, **{
       'data.source': 'builtin', 'data.builtin_max_bytes': 200_000,
-      'data.validation_fraction': 0.1, 'train.num_steps': 20, 'train.learning_rate': 1e-2,
+      'data.doc_bytes': 4096, 'data.validation_fraction': 0.1, 'train.num_steps': 20, 'train.learning_rate': 1e-2,
       'sample.steps': TEACHER_STEPS})
   workdir = str(tmp_path_factory.mktemp('teacher') / 'run')
   commands.train(config, workdir)
