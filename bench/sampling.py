@@ -145,7 +145,8 @@ def distill_systems(settings, runs, workdir: str) -> dict:
   commands.distill(config, str(out))
   systems = {f'{DISTILLED}_teacher': runs['bltdiff_ar']}
   for r in range(1, rounds + 1):
-    systems[f'{DISTILLED}_{teacher_steps // 2 ** r}'] = distill.round_dir(str(out), r)
+    if teacher_steps // 2 ** r in settings['distill_student_steps']:
+      systems[f'{DISTILLED}_{teacher_steps // 2 ** r}'] = distill.round_dir(str(out), r)
   return systems
 
 
