@@ -80,6 +80,13 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None,
       frozen = (jax.device_put(objective.frozen, run.shardings.params),)
       objective_eval = steps.make_objective_eval_step(model, mesh, run.shardings.params,
                                                       objective)
+    evaluate_objective = lambda params: evaluation.evaluate(
+        model, params, config, prepared_dir, mesh,
+        lambda p, b, k: objective_eval(p, b, k, *frozen), prefix='eval_objective_')
+    if objective is not None and start_step == 0:
+      # Where the objective starts (a distillation student: its teacher's
+      # weights), on the same validation batches and keys as later evals.
+      writer.write_scalars(0, evaluate_objective(train_state.params))
     compiled, flops_per_step = None, 0.0
     peak = mfu.peak_flops_per_device(config.train.peak_flops_per_device)
     train_metrics, last_log = None, (time.time(), start_step)
@@ -115,9 +122,7 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None,
           params = ema.inference_params(train_state)
           scalars = evaluation.evaluate(model, params, config, prepared_dir, mesh, eval_step)
           if objective is not None:
-            scalars.update(evaluation.evaluate(
-                model, params, config, prepared_dir, mesh,
-                lambda p, b, k: objective_eval(p, b, k, *frozen), prefix='eval_objective_'))
+            scalars.update(evaluate_objective(params))
           writer.write_scalars(step, scalars)
       if step % config.train.sample_every == 0 or step == num_steps:
         with report_progress.timed('sample'):
