@@ -8,6 +8,7 @@ names the command that reproduces it. Nothing here is typed by hand.
 """
 
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -89,12 +90,14 @@ def section_sampling(data) -> str:
           + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
                          'num_samples', 'gen_bpb', 'gen_bpb_ci', 'unigram_entropy',
                          'repeat_8gram', 'sample_bytes', 'latent_calls', 'row_latent_calls',
-                         'flops_per_byte', 'wall_s_per_sample'])
+                         'decoder_passes_per_byte', 'flops_per_byte', 'wall_s_per_sample'])
           + '\n\nSamples: `bench/results/samples/` (the first samples of every row).'
           + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)'
           + ('\n\n![gen-bpb against steps: distilled students and their teacher]'
              '(bench/results/sampling_steps.png)'
-             if any(r['system'] == 'bltdiff_distilled' for r in data['rows']) else ''))
+             if any(r['system'] == 'bltdiff_distilled' for r in data['rows']) else '')
+          + ('\n\n![intra-patch steps against the estimated patch entropy]'
+             '(bench/results/sampling_intra_patch.png)' if data.get('intra_patch_plan') else ''))
 
 
 def section_rows(columns):
@@ -137,6 +140,46 @@ def section_tasks(data) -> str:
           + task_examples(data))
 
 
+def section_entropy(data) -> str:
+  estimate = data['owt_estimate']
+  return (data['notes'] + '\n\n'
+          + table(data['rows'], ['devices', 'rows_per_call', 'chunk_len', 'overlap',
+                                 'rows_bytes_per_s', 'corpus_bytes', 'corpus_bytes_per_s'])
+          + '\n\nOpenWebText, estimated from FLOPs (not measured):\n\n'
+          + table([estimate], ['slice', 'chips', 'params', 'flops_per_scored_byte', 'utilisation',
+                               'bytes_per_s_per_chip', 'corpus_bytes', 'hours']))
+
+
+def section_scaling(data) -> str:
+  """The fits, their ratio extrapolated to the largest budget asked for (4x),
+  and the rows."""
+  fits = data['fits']
+  systems = sorted({r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
+                    for r in data['rows']})
+  budgets = sorted({r['budget'] for r in data['rows']})
+  lines = [f"Rows so far: {', '.join(systems)} at budgets {', '.join(f'{b:g}' for b in budgets)}"
+           + (f" (`{data['command']}`)" if data.get('command') else '')
+           + ". The default command runs every system at 0.5, 1, 2 and 4; finished runs are "
+           'reused.', '']
+  for name, f in sorted(fits.items()):
+    err = f" ± {f['slope_stderr']:.3f}" if f.get('slope_stderr') else ''
+    lines.append(f"- {name}: bpb = a · C^(−slope), slope {f['slope']:.3f}{err} over budgets "
+                 f"{', '.join(f'{b:g}' for b in f['budgets'])} (x {data['budget_unit_flops']:.3g} "
+                 'FLOPs)')
+  base = {n.split(' ')[0]: f for n, f in fits.items() if n.endswith(' base')}
+  if 'bltdiff_ar' in base and 'byte_mdlm' in base:
+    at = 4 * data['budget_unit_flops']
+    value = {n: math.exp(f['log_a']) * at ** (-f['slope']) for n, f in base.items()}
+    measured = any(r['budget'] >= 4 for r in data['rows'])
+    lines.append(f"- At 4x ({at:.3g} FLOPs), {'from the fits' if not measured else 'fitted'}"
+                 f"{' (an extrapolation: no 4x run yet)' if not measured else ''}: bltdiff "
+                 f"{value['bltdiff_ar']:.3f}, byte MDLM {value['byte_mdlm']:.3f}, ratio "
+                 f"{value['bltdiff_ar'] / value['byte_mdlm']:.3f}.")
+  return ('\n'.join(lines) + '\n\n'
+          + table(data['rows'], ['system', 'decoder_mode', 'variant', 'budget', 'train_flops',
+                                 'bpb', 'params', 'steps']))
+
+
 SECTIONS = [
     ('Data pipeline', 'data_pipeline.json', 'python bench/data_pipeline.py', section_data,
      'data_pipeline.png'),
@@ -144,6 +187,8 @@ SECTIONS = [
     ('Likelihood (bits per byte)', 'likelihood.json', 'python bench/likelihood.py',
      section_rows(['system', 'decoder_mode', 'bpb', 'train_flops', 'params', 'mean_patch_bytes']),
      'likelihood.png'),
+    ('Likelihood as compute grows', 'scaling.json', 'python bench/scaling.py',
+     section_scaling, 'scaling.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
      section_sampling, 'sampling_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
@@ -152,6 +197,8 @@ SECTIONS = [
      section_rows(['system', 'batch_size', 'seq_len', 'bytes_per_s',
                    'flops_per_step_per_device', 'mfu', 'device']),
      'train_throughput.png'),
+    ('Entropy scoring throughput', 'entropy_throughput.json', 'python bench/entropy_throughput.py',
+     section_entropy, 'entropy_throughput.png'),
 ]
 
 

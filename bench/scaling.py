@@ -46,10 +46,11 @@ RESULTS = REPO / 'bench' / 'results'
 SYSTEMS = {
     'bltdiff_ar': lambda: likelihood.latent_config('ar'),
     'bltdiff_parallel': lambda: likelihood.latent_config('parallel'),
+    'bltdiff_diffusion': lambda: likelihood.latent_config('diffusion'),
     'byte_mdlm': lambda: likelihood.byte_config('byte_mdlm'),
     'byte_ar': lambda: likelihood.byte_config('byte_ar'),
 }
-LATENT = ('bltdiff_ar', 'bltdiff_parallel')
+LATENT = ('bltdiff_ar', 'bltdiff_parallel', 'bltdiff_diffusion')
 
 
 def _scale_lr(factor):
@@ -197,6 +198,7 @@ def main(argv):
     groups.setdefault(name_of(r), []).append(r)
   fits = {k: fit(v) for k, v in groups.items() if len(v) >= 2}
   out = dict(rows=rows, fits=fits, budget_unit_flops=unit, machine=report.machine_description(),
+             command=' '.join(['python', 'bench/scaling.py'] + sys.argv[1:]),
              seconds_this_invocation=round(time.time() - begin, 1))
   out_path.write_text(json.dumps(out, indent=1))
   plot(rows, fits, out_path.with_suffix('.png'))

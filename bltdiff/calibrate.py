@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 from absl import app, flags
+from etils import epath
 
 from bltdiff import calibration, command_line, patching
 from bltdiff.errors import BltdiffError
@@ -43,7 +44,9 @@ def read_text_sample(pattern: str, max_bytes: int) -> list[bytes]:
   """Up to max_bytes from the files matching a glob, split evenly over files.
 
   Each file contributes one contiguous slice from its middle (skipping
-  licence headers and footers), used as one document.
+  licence headers and footers), used as one document. The files are a local
+  input corpus (a recursive `**` glob, which etils.epath does not offer); a
+  run's prepared directory may be anywhere (gs:// too).
   """
   paths = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
   if not paths:
@@ -67,7 +70,7 @@ def read_sample(data: str, max_bytes: int, entropy_model_dir: str | None, *,
   directory (with manifest.json). Stored entropies of a prepared directory are
   used as they are; otherwise the entropy model scores the sample.
   """
-  if os.path.isfile(os.path.join(data, 'manifest.json')):
+  if (epath.Path(data) / mf.MANIFEST).exists():
     stored = needs_entropies and mf.read_manifest(data)['has_entropies']
     tokens, ents = calibration.read_prepared_sample(data, max_bytes, with_entropies=stored)
     if stored or not needs_entropies:
@@ -108,9 +111,8 @@ def run(args) -> dict:
   result.update(data=args.data, entropy_model=args.entropy_model)
 
   name = f"calibration_{args.mode.replace('+', '_')}.json"
-  out = args.out or os.path.join(args.entropy_model or '.', name)
-  with open(out, 'w') as f:
-    json.dump(result, f, indent=2)
+  out = args.out or str(epath.Path(args.entropy_model or '.') / name)
+  epath.Path(out).write_text(json.dumps(result, indent=2))
   param = {'monotonic': 'monotonic_threshold', 'static': 'static_size'}.get(
       args.mode, 'threshold' if args.mode in patching.ENTROPY_MODES else None)
   if param:

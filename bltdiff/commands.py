@@ -2,9 +2,9 @@
 line, tests and benchmarks all go through them)."""
 
 import json
-import os
 
 import jax
+from etils import epath
 
 from bltdiff import sharding
 from bltdiff import data_chain
@@ -41,8 +41,7 @@ def evaluate(workdir: str) -> dict:
   step = loaded.step
   if jax.process_index() == 0:
     print(json.dumps(metrics, indent=2))
-    with open(os.path.join(workdir, f'eval_step_{step}.json'), 'w') as f:
-      json.dump(metrics, f, indent=2)
+    (epath.Path(workdir) / f'eval_step_{step}.json').write_text(json.dumps(metrics, indent=2))
   return metrics
 
 

@@ -10,17 +10,22 @@ prepared into WORKDIR/data). Latent MDLM runs BLT's chain first:
      bytes per patch on the train split (WORKDIR/calibration.json).
 
 Each step is skipped when its output is already there, so resuming (and eval)
-is cheap. `prepare_run_data` returns the config with what it resolved
+is cheap. Every file is read and written through etils.epath (WORKDIR may be
+gs://). In a multi-process run every process calls this: the entropy model
+trains on all devices of the job; the shards are split between the processes
+(each scores the entropies of its own shards on its own devices), which meet
+at a barrier before process 0 writes the manifest; process 0 writes the
+calibration. `prepare_run_data` returns the config with what it resolved
 (data.prepared_dir, data.use_entropies, the calibrated patcher fields,
 patching.entropy_model), which is what the run saves as its config.json.
 """
 
 import json
-import os
 
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
 from bltdiff import calibration, patching
 from bltdiff.data import pair_batches, pipeline
@@ -33,27 +38,21 @@ def prepare_run_data(config, workdir: str):
   """The config with data.prepared_dir (and, for latent MDLM, the patcher)
   resolved; the shards exist when it returns."""
   if config.get('patching') is not None and config.model.kind == 'latent_mdlm':
-    # Called on every process: training the entropy model needs all processes
-    # for its collectives. Multi-host runs prepare beforehand (launch/).
     return _latent_chain(config, workdir)
   config = config.copy_and_resolve_references()
   with config.unlocked():
-    config.data.prepared_dir = _prepared_shards(config.data, workdir)
+    config.data.prepared_dir = pipeline.ensure_prepared(config.data, workdir, **processes())
   return config
 
 
-def _prepared_shards(data_config, workdir: str) -> str:
-  if jax.process_count() == 1 or data_config.prepared_dir:
-    return pipeline.ensure_prepared(data_config, workdir)
-  # Several processes share one workdir: process 0 writes the shards, the
-  # others wait, then find them in place (preparation skips what exists).
+def processes() -> dict:
+  """data_prep.writer.prepare's process arguments for this JAX job: this
+  process's share of the shards and a barrier across all processes."""
+  if jax.process_count() == 1:
+    return {}
   from jax.experimental import multihost_utils
-  if jax.process_index() == 0:
-    prepared = pipeline.ensure_prepared(data_config, workdir)
-  multihost_utils.sync_global_devices('bltdiff:prepare_run_data')
-  if jax.process_index() != 0:
-    prepared = pipeline.ensure_prepared(data_config, workdir)
-  return prepared
+  return dict(process_index=jax.process_index(), process_count=jax.process_count(),
+              barrier=multihost_utils.sync_global_devices)
 
 
 def trained_entropy_model(config, workdir: str) -> str:
@@ -66,9 +65,9 @@ def trained_entropy_model(config, workdir: str) -> str:
     raise ConfigError('entropy_model: patching.mode needs entropies, and neither '
                       'patching.entropy_model (a trained workdir) nor an entropy_model run '
                       'config is given')
-  ent_dir = os.path.join(workdir, 'entropy_model')
+  ent_dir = str(epath.Path(workdir) / 'entropy_model')
   latest = checkpointing.make_manager(ent_dir).latest_step() \
-      if os.path.isdir(checkpointing.checkpoint_dir(ent_dir)) else None
+      if epath.Path(checkpointing.checkpoint_dir(ent_dir)).is_dir() else None
   if latest is None or latest < ent_config.train.num_steps:
     loop.train_and_evaluate(prepare_run_data(ent_config, ent_dir), ent_dir)
   return ent_dir
@@ -76,16 +75,17 @@ def trained_entropy_model(config, workdir: str) -> str:
 
 def calibrate_patcher(config, prepared_dir: str, workdir: str, use_entropies: bool) -> dict:
   """Fits the patcher's free parameter to patching.calibrate_target_mean bytes
-  per patch on a sample of the train split; cached in workdir/calibration.json."""
+  per patch on a sample of the train split; cached in workdir/calibration.json
+  (every process computes the same result; process 0 writes it)."""
   p = config.patching
-  path = os.path.join(workdir, 'calibration.json')
+  path = epath.Path(workdir) / 'calibration.json'
+
   key = dict(target_mean=float(p.calibrate_target_mean), mode=p.mode,
              max_patch_len=int(p.max_patch_len),
              prepared_dir=checkpointing.relative_to_run(prepared_dir, workdir),
              seq_len=int(config.data.seq_len), sample='uniform', seed=int(config.seed))
-  if os.path.exists(path):
-    with open(path) as f:
-      cached = json.load(f)
+  if path.exists():
+    cached = json.loads(path.read_text())
     if cached.get('key') == key:
       return cached
   patch_config = patching.PatchConfig.from_config(p)
@@ -109,9 +109,9 @@ def calibrate_patcher(config, prepared_dir: str, workdir: str, use_entropies: bo
                '(target %.3f); on the validation split: %s', result['mean_patch_bytes'],
                result['target_mean'], result['validation_mean_patch_bytes'])
   result['key'] = key
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=2)
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
   return result
 
 
@@ -120,7 +120,7 @@ def _latent_chain(config, workdir: str):
   needs_entropies = config.patching.mode in patching.ENTROPY_MODES
   with config.unlocked():
     if config.data.prepared_dir:
-      prepared_dir = pipeline.ensure_prepared(config.data, workdir)
+      prepared_dir = pipeline.ensure_prepared(config.data, workdir)  # checks it
       if needs_entropies and not manifest.read_manifest(
           prepared_dir, pair_batches.data_format(config.data))['has_entropies']:
         raise ConfigError(f'data.prepared_dir: {prepared_dir} has no entropies, which '
@@ -128,12 +128,12 @@ def _latent_chain(config, workdir: str):
                           f'--entropy_model, or leave prepared_dir empty)')
     elif needs_entropies:
       ent_dir = trained_entropy_model(config, workdir)
-      prepared_dir = os.path.join(workdir, 'data')
+      prepared_dir = str(epath.Path(workdir) / 'data')
       writer.prepare(config.data.source, prepared_dir, **pipeline.prepare_kwargs(config.data),
-                     entropy_fn=restore.load_entropy_fn(ent_dir))
+                     entropy_fn=restore.load_entropy_fn(ent_dir), **processes())
       config.patching.entropy_model = ent_dir
     else:
-      prepared_dir = pipeline.ensure_prepared(config.data, workdir)
+      prepared_dir = pipeline.ensure_prepared(config.data, workdir, **processes())
     config.data.prepared_dir = prepared_dir
     config.data.use_entropies = needs_entropies
     if config.patching.calibrate_target_mean > 0 and config.patching.mode != 'byte':

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from bltdiff import flops, vocab
 
@@ -60,44 +61,61 @@ def plan_chunks(length: int, chunk_len: int, overlap: int) -> list[tuple[int, in
 class EntropyModel:
   """Scores documents with a byte AR model; `__call__(docs) -> entropies`.
 
-  Every row the model sees is [batch_size, chunk_len] int32, so it compiles
-  once. Rows are padded at the end with BOUNDARY: the model is causal, so
-  padding after a byte cannot change that byte's entropy.
+  Every row the model sees is one document chunk of chunk_len bytes, int32.
+  A model call takes batch_size rows per device: [batch_size * D, chunk_len]
+  over the D local devices of this process, split over a 1-D mesh ('rows')
+  with the parameters replicated, so it compiles once and every device runs
+  the program a single device runs on batch_size rows (hence the same
+  entropies, bit for bit, whatever D). Rows are padded at the end with
+  BOUNDARY: the model is causal, so padding after a byte cannot change that
+  byte's entropy; padding rows are dropped.
   """
 
   def __init__(self, apply_fn: ApplyFn, params: Any, *, chunk_len: int,
-               overlap: int | None = None, batch_size: int = 16):
+               overlap: int | None = None, batch_size: int = 16, devices=None):
     if overlap is None:
       overlap = chunk_len // 2
     if not 0 <= overlap < chunk_len:
       raise ValueError(f'need 0 <= overlap < chunk_len, got {overlap}, {chunk_len}')
-    self.params = params
     self.chunk_len = chunk_len
     self.overlap = overlap
     self.batch_size = batch_size
+    # This process's devices only: in a multi-host job each process scores
+    # its own documents without waiting for the others.
+    self.mesh = Mesh(np.array(devices or jax.local_devices()), ('rows',))
+    self.num_devices = self.mesh.size
+    self._rows_sharding = NamedSharding(self.mesh, P('rows'))
+    self.params = jax.device_put(jax.tree.map(_host_copy, params), NamedSharding(self.mesh, P()))
 
-    @jax.jit
     def rows_entropy(params, tokens):
       """int32 [batch, chunk_len] -> float32 [batch, chunk_len]."""
       return entropy_from_logits(apply_fn(params, tokens))
 
-    self._rows_entropy = rows_entropy
+    self._rows_entropy = rows_entropy  # unsharded: what `scoring_flops` counts
+    self._sharded = jax.jit(rows_entropy, out_shardings=self._rows_sharding)
+
+  @property
+  def rows_per_call(self) -> int:
+    return self.batch_size * self.num_devices
 
   def rows(self, tokens: np.ndarray) -> np.ndarray:
     """Entropies of rows that are each one document chunk (no BOUNDARY inside).
 
     tokens: int [rows, chunk_len] -> float32 [rows, chunk_len]. Rows are
-    independent; the batch is padded to a multiple of batch_size.
+    independent; the batch is padded to a multiple of rows_per_call. All
+    calls are dispatched before the first result is fetched, so the devices
+    never wait for the host.
     """
     tokens = np.asarray(tokens, np.int32)
-    num = tokens.shape[0]
-    pad = (-num) % self.batch_size
+    num, step = tokens.shape[0], self.rows_per_call
+    pad = (-num) % step
     if pad:
       tokens = np.concatenate(
           [tokens, np.full((pad, tokens.shape[1]), vocab.BOUNDARY, np.int32)])
-    out = [np.asarray(self._rows_entropy(self.params, tokens[i:i + self.batch_size]))
-           for i in range(0, tokens.shape[0], self.batch_size)]
-    return np.concatenate(out)[:num] if out else np.zeros((0, tokens.shape[1]), np.float32)
+    out = [self._sharded(self.params, jax.device_put(tokens[i:i + step], self._rows_sharding))
+           for i in range(0, tokens.shape[0], step)]
+    return (np.concatenate([np.asarray(o) for o in out])[:num] if out
+            else np.zeros((0, tokens.shape[1]), np.float32))
 
   def __call__(self, docs: Sequence[bytes | np.ndarray]) -> list[np.ndarray]:
     """Per-byte entropies (float32 [len(doc)]) of each document.
@@ -138,21 +156,34 @@ class EntropyModel:
 
   def scoring_flops(self, doc_lengths) -> float:
     """FLOPs of scoring documents of these lengths (`__call__`): one model
-    call per batch of batch_size chunk rows (`bltdiff.flops`)."""
+    call per batch_size chunk rows (`bltdiff.flops`; padding rows beyond
+    that, to fill every device, are not counted)."""
     rows = sum(len(plan_chunks(n, self.chunk_len, self.overlap)) for n in doc_lengths if n)
     batches = -(-rows // self.batch_size)
     tokens = jax.ShapeDtypeStruct((self.batch_size, self.chunk_len), jnp.int32)
     return batches * flops.count(self._rows_entropy, self.params, tokens)
 
   def throughput(self, num_batches: int = 3) -> float:
-    """Bytes scored per second (after compilation) on full random rows."""
+    """Bytes scored per second (after compilation) on full random rows, all
+    local devices together."""
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 256, (self.batch_size, self.chunk_len), dtype=np.int32)
-    jax.block_until_ready(self._rows_entropy(self.params, tokens))  # compile
+    tokens = rng.integers(0, 256, (self.rows_per_call, self.chunk_len), dtype=np.int32)
+    tokens = jax.device_put(tokens, self._rows_sharding)
+    jax.block_until_ready(self._sharded(self.params, tokens))  # compile
     t0 = time.perf_counter()
     for _ in range(num_batches):
-      jax.block_until_ready(self._rows_entropy(self.params, tokens))
+      jax.block_until_ready(self._sharded(self.params, tokens))
     return num_batches * tokens.size / (time.perf_counter() - t0)
+
+
+def _host_copy(x):
+  """A parameter as a host array. A multi-host job's parameters are global
+  arrays: a replicated one is read from this process's own copy."""
+  if not isinstance(x, jax.Array) or x.is_fully_addressable:
+    return np.asarray(x)
+  if not x.is_fully_replicated:
+    raise ValueError('entropy model parameters sharded across processes: replicate them first')
+  return np.asarray(x.addressable_data(0))
 
 
 def entropy_model_from_module(module, params, *, chunk_len: int, overlap: int | None = None,

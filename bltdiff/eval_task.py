@@ -25,6 +25,7 @@ import os
 import platform
 
 import jax
+from etils import epath
 
 from bltdiff import task_eval, task_metrics, text
 from bltdiff.errors import ConfigError
@@ -171,7 +172,8 @@ def plot(result: dict, path: str):
     ax.legend(fontsize=7)
   fig.suptitle(f"{result['examples']} held-out pairs, 95% bootstrap intervals", fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with epath.Path(path).open('wb') as f:
+    fig.savefig(f, dpi=120, format='png')
   plt.close(fig)
 
 
@@ -182,10 +184,9 @@ def run_eval_task_command(workdir: str) -> dict:
   result = evaluate_runs([workdir] + list(TASK_RUNS.value), evaluator_dir=EVALUATOR.value,
                          settings=parse_settings(SETTINGS.value), num_examples=NUM_EXAMPLES.value,
                          batch_size=TASK_BATCH.value, overrides=option_overrides(), seed=SEED.value)
-  prefix = OUTPUT.value or os.path.join(workdir, 'eval_task')
-  os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-  with open(prefix + '.json', 'w') as f:
-    json.dump(result, f, indent=1)
+  prefix = str(OUTPUT.value or epath.Path(workdir) / 'eval_task')  # local or gs://
+  epath.Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+  epath.Path(prefix + '.json').write_text(json.dumps(result, indent=1))
   plot(result, prefix + '.png')
   print(f'wrote {prefix}.json and {prefix}.png')
   return result

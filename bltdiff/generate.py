@@ -18,11 +18,11 @@ OUTPUT.txt (readable; invalid UTF-8 shown replaced), and prints the number of
 network calls, the wall time and bytes/s of the run.
 """
 
-import os
 import time
 
 import jax
 import numpy as np
+from etils import epath
 from bltdiff import sample_request, text
 from bltdiff.errors import BltdiffError, ConfigError
 from bltdiff.sample_flags import (GAP, LENGTH, NUM_SAMPLES, OUTPUT, PROMPT, PROMPT_FILE, SEED,
@@ -39,10 +39,9 @@ def read_prompt(prompt: str | None, prompt_file: str | None, name: str = 'prompt
   if prompt is not None and prompt_file is not None:
     raise ConfigError(f'--{name} and --{name}_file: give at most one')
   if prompt_file is not None:
-    if not os.path.isfile(prompt_file):
+    if not epath.Path(prompt_file).exists() or epath.Path(prompt_file).is_dir():
       raise BltdiffError(f'--{name}_file: {prompt_file} does not exist')
-    with open(prompt_file, 'rb') as f:
-      data = f.read()
+    data = epath.Path(prompt_file).read_bytes()
   elif prompt is not None:
     data = prompt.encode('utf-8', errors='surrogateescape')
   else:
@@ -76,14 +75,14 @@ def run_sample_command(workdir: str | None, checkpoint: str | None = None):
   tokens, stats = sample_request.draw(model, params, request, key)
   wall = time.perf_counter() - start
 
-  default_dir = os.path.join(workdir, 'samples') if checkpoint is None else 'samples'
-  out = OUTPUT.value or os.path.join(default_dir, 'sample')
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  np.save(out + '.npy', tokens.astype(np.int16))
-  with open(out + '.bin', 'wb') as f:
-    f.write(b''.join(text.to_bytes(row) for row in tokens))
-  with open(out + '.txt', 'w', encoding='utf-8') as f:
-    f.write(text.render_samples(tokens))
+  # Local or gs:// (etils.epath), like every file of a run.
+  default_dir = epath.Path(workdir) / 'samples' if checkpoint is None else epath.Path('samples')
+  out = str(OUTPUT.value or default_dir / 'sample')
+  epath.Path(out).parent.mkdir(parents=True, exist_ok=True)
+  with epath.Path(out + '.npy').open('wb') as f:
+    np.save(f, tokens.astype(np.int16))
+  epath.Path(out + '.bin').write_bytes(b''.join(text.to_bytes(row) for row in tokens))
+  epath.Path(out + '.txt').write_text(text.render_samples(tokens))
   generated = sample_request.generated_bytes(tokens, request)
   print(text.render_samples(tokens))
   print(f'checkpoint step {step} | sampler {options.sampler} | steps {stats["steps"]} | '

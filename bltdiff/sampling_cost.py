@@ -7,12 +7,18 @@ the run made it:
   predict            x latent_calls   the network (latent: the latent transformer)
   propose            x proposals      the draw for every unit (byte MDLM)
                      or per slot row x decoder_rows   (latent: the local decoder
-                                      runs on the revealed slots' rows only)
+                                      runs on the revealed slots' rows only;
+                                      `diffusion`: its first pass and the draws)
+  propose_step       per slot row x (decoder_row_passes − decoder_rows)
+                                      (latent `diffusion`: each further intra-patch
+                                      pass the run executed, frozen rows included:
+                                      propose's while loop counted by trip count)
   commit             per slot row x encoder_rows      (latent: the local encoder
                                       encodes each slot once, when revealed)
   entropy_scores     x steps          adaptive sampler (latent: D's first position)
   remaining_entropy  x 1              adaptive sampler's plan (latent: one draw of all slots)
-  confidence_scores  x steps          confidence sampler (latent: D's first position)
+  confidence_scores  x steps          confidence sampler (latent: D's greedy patch of
+                                      every slot, an upper bound: it runs on masked ones)
 
 plus, for a prompted latent run in an entropy mode, the entropy model on the
 prompt. Byte AR makes one cached decoder step per position. What is left out:
@@ -34,29 +40,41 @@ def callback_flops(model, params, top_p: float, num_samples: int, length: int) -
   """FLOPs of one call of each adapter callback on an unprompted batch of
   num_samples rows, every unit revealed (so gathering samplers count all their
   rows): {'predict', 'propose', 'commit', 'entropy_scores',
-  'remaining_entropy', 'confidence_scores'}."""
+  'remaining_entropy', 'confidence_scores'}, and 'propose_step' (one more
+  intra-patch pass of the `diffusion` decoder; 0 for others): propose with
+  its loop run k more times costs propose + k · propose_step."""
   adapter, state = model.sampler_adapter(params, top_p, num_samples, length)
   key = jax.random.PRNGKey(0)
   with jax.enable_x64(True):  # as the samplers trace (float64 Gumbel noise)
     prediction = jax.eval_shape(adapter.predict, state)
     unmask = jnp.ones(adapter.masked(state).shape, bool)
     proposal = jax.eval_shape(adapter.propose, key, prediction, state, unmask)
-    out = {'predict': flops.count(adapter.predict, state),
-           'propose': flops.count(adapter.propose, key, prediction, state, unmask),
+    propose = lambda trips: flops.count(adapter.propose, key, prediction, state, unmask,
+                                        while_trips=trips)
+    out = {'predict': flops.count(adapter.predict, state), 'propose': propose(0),
            'commit': flops.count(adapter.commit, state, proposal, unmask)}
+    out['propose_step'] = propose(1) - out['propose'] if intra_patch_loop(model) else 0.0
     for name in ('entropy_scores', 'remaining_entropy', 'confidence_scores'):
       out[name] = flops.count(getattr(adapter, name), prediction, state)
   return out
+
+
+def intra_patch_loop(model) -> bool:
+  """Whether the model's proposals run a data-dependent loop of decoder
+  passes (latent MDLM with the `diffusion` local decoder)."""
+  return getattr(model, 'decoder_mode', None) == 'diffusion'
 
 
 def calls_made(options: SamplerOptions, stats: dict, units: int) -> dict:
   """How often a run made each callback (for gathering samplers, in units of
   a call over all `units` rows), from its stats."""
   passes = dict(registry.EXTRA_PASSES.get(options.sampler, ()))
-  out = {'predict': stats['latent_calls'], 'propose': stats['proposals'], 'commit': 0}
+  out = {'predict': stats['latent_calls'], 'propose': stats['proposals'], 'commit': 0,
+         'propose_step': 0}
   if 'decoder_rows' in stats:  # the local decoder and encoder ran on these rows only
     out['propose'] = stats['decoder_rows'] / units
     out['commit'] = stats['encoder_rows'] / units
+
   for name in ('entropy_scores', 'remaining_entropy', 'confidence_scores'):
     out[name] = {'step': stats['steps'], 'run': 1}.get(passes.get(name), 0)
   return out
@@ -91,6 +109,8 @@ def run_flops(model, params, options: SamplerOptions, stats: dict, num_samples: 
   units = adapter.masked(state).size  # rows x slots (latent) or rows x bytes
   per_call = callback_flops(model, params, options.top_p, num_samples, length)
   calls = calls_made(options, stats, units)
+  if intra_patch_loop(model):  # passes after the first, which is in propose
+    calls['propose_step'] = (stats['decoder_row_passes'] - stats['decoder_rows']) / units
   parts = {name: per_call[name] * calls[name] for name in per_call}
   parts['prompt_entropy'] = prompt_flops
   return dict(parts, total=sum(parts.values()))

@@ -15,7 +15,7 @@ import dataclasses
 
 import ml_collections
 
-from bltdiff.sampling.options import SamplerOptions
+from bltdiff.sampling.options import INTRA_PATCH_CONFIG, SamplerOptions
 from data_prep import pair_sources, sources, writer
 
 
@@ -67,8 +67,13 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
 def sample_config(**overrides) -> ml_collections.ConfigDict:
   """Sampler options (bltdiff.sampling.options.SamplerOptions, whose defaults
   these are) plus how many samples and the semi-autoregressive block."""
-  c = dict(dataclasses.asdict(SamplerOptions()), num_samples=4,
-           block_length=0)  # 0 = half the context, for --total_length
+  defaults = dataclasses.asdict(SamplerOptions())
+  c = {k: v for k, v in defaults.items() if k not in INTRA_PATCH_CONFIG}
+  c.update(num_samples=4, block_length=0)  # 0 = half the context, for --total_length
+  # The `diffusion` local decoder's intra-patch steps T_steps(p) =
+  # min(L, max(ceil(alpha * Ĥ(p)), min_steps)); flags --intra_alpha, --intra_min_steps.
+  c['intra_patch'] = {config_name: defaults[field]
+                      for field, config_name in INTRA_PATCH_CONFIG.items()}
   c.update(overrides)
   return ml_collections.ConfigDict(c)
 
@@ -98,7 +103,9 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       enc_dim=64, enc_layers=1, enc_heads=2, enc_mlp_dim=192, pool_queries=2,
       ngram_sizes=(3, 4, 5, 6, 7, 8), hash_buckets=4096,
       dec_dim=64, dec_layers=1, dec_heads=2, dec_mlp_dim=192,
-      decoder_mode='ar',  # 'ar' (byte by byte) or 'parallel' (first byte + length, then all)
+      # 'ar' (byte by byte), 'parallel' (first byte + length, then all) or 'diffusion'
+      # (masked diffusion over the patch, sample.intra_patch steps)
+      decoder_mode='ar',
       schedule='loglinear', schedule_eps=0.0, dtype='float32')
   c.update(overrides)
   return ml_collections.ConfigDict(c)

@@ -8,8 +8,9 @@ The chain (bltdiff.data_chain) trains the entropy model into
 WORKDIR/entropy_model unless --config.patching.entropy_model=DIR names a
 trained one, prepares shards with entropies into WORKDIR/data, calibrates the
 global threshold to 4.5 bytes per patch (BLT's average on English text) and
-trains. For multi-host runs, prepare once beforehand (see launch/) and pass
---config.data.prepared_dir. Parameter counts and FLOPs per byte:
+trains. In a multi-host run every process takes part: the entropy model
+trains on all chips, each host scores its share of the shards on its own
+chips. Parameter counts and FLOPs per byte:
 `python bench/model_costs.py --configs=configs/owt.py`.
 """
 

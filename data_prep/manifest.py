@@ -45,8 +45,9 @@ holds the format its caller reads.
 
 import json
 import os
-from pathlib import Path
 from typing import Any
+
+from etils import epath
 
 from data_prep.errors import DataError
 
@@ -97,16 +98,18 @@ def done_name(split: str, index: int) -> str:
   return f'{split}-{index:05d}.done.json'
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-  """Writes JSON to a temporary file, then renames: readers never see half a file."""
+def write_json_atomic(path: epath.PathLike, obj: Any) -> None:
+  """Writes JSON to a temporary file, then renames: readers never see half a
+  file (local or gs://, through etils.epath)."""
+  path = epath.Path(path)
   tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
   tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-  os.replace(tmp, path)
+  tmp.replace(path)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: epath.PathLike) -> Any:
   try:
-    return json.loads(Path(path).read_text())
+    return json.loads(epath.Path(path).read_text())
   except FileNotFoundError:
     raise DataError(f'{path}: file not found') from None
   except PermissionError:
@@ -115,7 +118,7 @@ def read_json(path: Path) -> Any:
     raise DataError(f'{path}: not valid JSON ({e})') from None
 
 
-def data_format_of(manifest: dict, path: Path) -> str:
+def data_format_of(manifest: dict, path: epath.PathLike) -> str:
   """'text' or 'pairs' by the manifest's version (and format field); DataError if neither."""
   version = manifest.get('format_version') if isinstance(manifest, dict) else None
   if version == FORMAT_VERSION:
@@ -126,10 +129,10 @@ def data_format_of(manifest: dict, path: Path) -> str:
                   f'{PAIRS_FORMAT_VERSION} (pairs); re-prepare the data')
 
 
-def read_manifest(directory: str | os.PathLike, data_format: str = 'text') -> dict:
+def read_manifest(directory: epath.PathLike, data_format: str = 'text') -> dict:
   """Reads and checks DIR/manifest.json; raises DataError if absent, foreign,
   or of another format than `data_format` ('text' or 'pairs')."""
-  directory = Path(directory)
+  directory = epath.Path(directory)
   if not directory.is_dir():
     raise DataError(f'{directory}: prepared-data directory not found')
   path = directory / MANIFEST
@@ -148,9 +151,10 @@ def read_manifest(directory: str | os.PathLike, data_format: str = 'text') -> di
   return manifest
 
 
-def shard_paths(directory: str | os.PathLike, manifest: dict, split: str, *, entropies: bool = False) -> list[str]:
-  """Absolute paths of a split's byte shards (or entropy shards), in record order."""
+def shard_paths(directory: epath.PathLike, manifest: dict, split: str, *, entropies: bool = False) -> list[str]:
+  """Paths of a split's byte shards (or entropy shards), in record order:
+  local, or gs:// URLs, which ArrayRecord's reader opens itself."""
   if split not in manifest['splits']:
     raise DataError(f'unknown split {split!r}; have {sorted(manifest["splits"])}')
   key = 'entropy_file' if entropies else 'file'
-  return [str(Path(directory) / s[key]) for s in manifest['splits'][split]['shards']]
+  return [str(epath.Path(directory) / s[key]) for s in manifest['splits'][split]['shards']]

@@ -6,6 +6,7 @@ r"""The data-preparation command: text or (source, target) pairs -> ArrayRecord 
   python -m data_prep.prepare --source=openwebtext --data_files=x.parquet --out=DIR
   python -m data_prep.prepare --source=text8 --paths=text8.zip --out=DIR
   python -m data_prep.prepare ... --entropy_model=WORKDIR   # store per-byte entropies
+  python -m data_prep.prepare ... --process_index=I --process_count=N   # N processes, one directory
 
 Pairs (--format=pairs; one record = one (source, target) pair):
   python -m data_prep.prepare --format=pairs --source=cnn_dailymail --out=DIR     # TFDS
@@ -18,12 +19,22 @@ The writer (split rule, shards, resume) is `data_prep.writer`; documents come
 from `data_prep.sources`, pairs from `data_prep.pair_sources`. This module only adds the command line and, for
 --entropy_model, loads bltdiff's entropy model (the writer itself never imports
 bltdiff's models, so the training code can call it without an import cycle).
+--out and --entropy_model may be gs:// URLs.
+
+Several processes (e.g. one per host, each scoring entropies on its own
+devices) prepare one --out together: each writes every N-th shard. With
+--entropy_model, the defaults are JAX's process index and count, JAX's
+multi-process runtime being started from BLTDIFF_COORDINATOR_ADDRESS,
+BLTDIFF_NUM_PROCESSES, BLTDIFF_PROCESS_ID as `bltdiff.main` does; the
+processes then meet at a barrier and process 0 writes the manifest. Given
+explicitly (independent processes, no JAX runtime), the last process to
+finish writes it.
 """
 
-import os
 import sys
 
 from absl import app, flags
+from etils import epath
 
 from data_prep import manifest as mf
 from data_prep import pair_sources
@@ -35,7 +46,7 @@ from data_prep.writer import DEFAULT_SHARD_BYTES, EntropyFn, prepare
 def load_entropy_fn(workdir: str) -> EntropyFn:
   """The trained entropy model in `workdir` as an EntropyFn."""
   from bltdiff.training import restore  # the trainer's loader; JAX only when asked for
-  if not os.path.isdir(workdir):
+  if not epath.Path(workdir).is_dir():
     raise DataError(f'{workdir}: entropy model workdir not found')
   return restore.load_entropy_fn(workdir)
 
@@ -62,12 +73,31 @@ flags.DEFINE_integer('builtin_max_bytes', sources.DEFAULT_BUILTIN_MAX_BYTES, 'Si
 flags.DEFINE_string('source_split', 'train', 'Split of the hub / TFDS dataset to read.')
 flags.DEFINE_string('tfds_data_dir', None, 'TFDS data_dir (lm1b, cnn_dailymail).')
 flags.DEFINE_string('entropy_model', '', 'Workdir of a trained entropy model: store per-byte entropies.')
+flags.DEFINE_integer('process_index', None, 'This process, in [0, process_count) (default: see the module docstring).')
+flags.DEFINE_integer('process_count', None, 'Processes preparing --out together (default: see the module docstring).')
+
+
+def processes(with_jax: bool):
+  """(process_index, process_count, barrier or None) of this command."""
+  index, count = FLAGS.process_index, FLAGS.process_count
+  if (index is None) != (count is None):
+    raise app.UsageError('--process_index and --process_count go together')
+  if index is not None or not with_jax:
+    return (index or 0), (count or 1), None
+  import jax
+  from bltdiff import distributed
+  distributed.initialize()  # from the BLTDIFF_* environment; nothing for one process
+  if jax.process_count() == 1:
+    return 0, 1, None
+  from jax.experimental import multihost_utils
+  return jax.process_index(), jax.process_count(), multihost_utils.sync_global_devices
 
 
 def main(argv):
   del argv
   if not FLAGS.out:
     raise app.UsageError('--out is required')
+  process_index, process_count, barrier = processes(with_jax=bool(FLAGS.entropy_model))
   try:
     entropy_fn = load_entropy_fn(FLAGS.entropy_model) if FLAGS.entropy_model else None
     manifest = prepare(FLAGS.source, FLAGS.out, data_format=FLAGS.format, paths=FLAGS.paths,
@@ -75,13 +105,18 @@ def main(argv):
                        validation_fraction=FLAGS.validation_fraction, shard_bytes=FLAGS.shard_bytes,
                        doc_bytes=FLAGS.doc_bytes, builtin_max_bytes=FLAGS.builtin_max_bytes,
                        source_split=FLAGS.source_split, tfds_data_dir=FLAGS.tfds_data_dir,
-                       entropy_fn=entropy_fn, log_every_s=5.0)
+                       entropy_fn=entropy_fn, log_every_s=5.0, process_index=process_index,
+                       process_count=process_count, barrier=barrier)
   except DataError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
   except OSError as e:  # a full disk, a file that vanished, permissions: one line, not a traceback
     print(f'error: {e.filename or FLAGS.out}: {e.strerror or e}', file=sys.stderr)
     sys.exit(2)
+  if manifest is None:
+    print(f'process {process_index} of {process_count}: its shards are written; the last process to '
+          f'finish writes the manifest')
+    return
   noun = mf.count_key(FLAGS.format)
   for split, s in manifest['splits'].items():
     print(f'{split}: {s[noun]} {noun}, {s["bytes"]} bytes, {len(s["shards"])} shards')

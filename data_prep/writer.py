@@ -20,92 +20,44 @@ dataset's own test split (--source_split=test).
 
 Shards: records of a split accumulate until `shard_bytes`; then the shard is
 written to `NAME.tmp-PID` and renamed (an interrupted run leaves no half shard
-under a real name), and a `.done.json` marker is written last. A rerun rebuilds
+under a real name; gs:// shards: see `data_prep.shard_files`), and a
+`.done.json` marker is written last. A rerun rebuilds
 the same shards from the deterministic stream and skips every shard whose
 marker exists and matches (checksum), so the expensive part — writing and the
 entropy model — is not redone. A record larger than a shard is one record
 of its own shard.
+
+Processes: several processes (hosts of a multi-host job) prepare one
+directory together, each writing every process_count-th shard, entropies
+included, so the entropy model's work is split; the manifest is written once
+all shards are there (`prepare`'s docstring).
 """
 
 import hashlib
 import os
 import sys
-import time
-from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 from absl import logging
+from etils import epath
 
 from data_prep import manifest as mf
 from data_prep import pair_sources
 from data_prep import sources, streams
+from data_prep.shard_files import is_local, write_records
+from data_prep.entropy_records import EntropyFn, entropy_records, pair_entropy_records
 from data_prep.errors import DataError
+from data_prep.progress import Progress
 
-EntropyFn = Callable[[list[bytes]], list[np.ndarray]]
 Pair = pair_sources.Pair
+_write_records = write_records  # one name to replace in tests (a killed write)
 
 DEFAULT_SHARD_BYTES = 16 << 20
-ENTROPY_BATCH_BYTES = 1 << 20  # documents per entropy_fn call, by total bytes
 
 
 def is_validation(index: int, fraction: float) -> bool:
   """The split rule of the module docstring."""
   return int((index + 1) * fraction) > int(index * fraction)
-
-
-def _write_records(path: Path, records: Sequence[bytes]) -> None:
-  """Writes one ArrayRecord file atomically (temporary name, then rename)."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-  tmp = path.with_name(f'{path.name}.tmp-{os.getpid()}')
-  # group_size:1 makes every record its own chunk: cheap random access by index.
-  writer = ArrayRecordWriter(str(tmp), 'group_size:1')
-  try:
-    for r in records:
-      writer.write(r)
-  finally:
-    writer.close()
-  os.replace(tmp, path)
-
-
-def _entropy_records(docs: list[bytes], entropy_fn: EntropyFn) -> list[bytes]:
-  """float16 bytes of entropy_fn(docs), checked to be one value per byte."""
-  out: list[bytes] = []
-  batch: list[bytes] = []
-
-  def flush():
-    ents = entropy_fn(list(batch))
-    if len(ents) != len(batch):
-      raise DataError(f'entropy model returned {len(ents)} arrays for {len(batch)} documents')
-    for doc, e in zip(batch, ents):
-      e = np.asarray(e)
-      if e.shape != (len(doc),):
-        raise DataError(f'entropy model returned shape {e.shape} for a document of {len(doc)} bytes')
-      out.append(e.astype(np.float16).tobytes())
-    batch.clear()
-
-  size = 0
-  for doc in docs:
-    batch.append(doc)
-    size += len(doc)
-    if size >= ENTROPY_BATCH_BYTES:
-      flush()
-      size = 0
-  if batch:
-    flush()
-  return out
-
-
-def _pair_entropy_records(records: list[bytes], entropy_fn: EntropyFn) -> list[bytes]:
-  """float16 bytes per pair record: the source's entropies then the target's,
-  each side scored as a document of its own (in a pair row the separator
-  starts a new document for the entropy model, as BOUNDARY does in text). A
-  side seen twice (a passage is the target of one pair and the source of the
-  next) is scored once."""
-  pairs = [mf.decode_pair(r) for r in records]
-  sides = list(dict.fromkeys(side for pair in pairs for side in pair))
-  scored = dict(zip(sides, _entropy_records(sides, entropy_fn)))
-  return [scored[source] + scored[target] for source, target in pairs]
 
 
 def _digest(docs: Sequence[bytes]) -> str:
@@ -116,43 +68,36 @@ def _digest(docs: Sequence[bytes]) -> str:
   return h.hexdigest()
 
 
-class _Progress:
-  """Logs units (documents), bytes, MB/s and ETA at most every `every_s` seconds."""
+class _Turns:
+  """Which process writes which shard: the k-th shard closed (both splits, in
+  stream order, k = 0, 1, ...) is written by process k mod process_count."""
 
-  def __init__(self, total_bytes: int | None, every_s: float, noun: str = 'docs'):
-    self.total, self.every_s, self.noun = total_bytes, every_s, noun
-    self.start = self.last = time.monotonic()
-    self.docs = self.bytes = 0
+  def __init__(self, process_index: int, process_count: int):
+    self.index, self.count, self.next = process_index, process_count, 0
 
-  def add(self, nbytes: int, force: bool = False) -> None:
-    self.docs += 1
-    self.bytes += nbytes
-    now = time.monotonic()
-    if force or now - self.last >= self.every_s:
-      self.last = now
-      self.log()
-
-  def log(self) -> None:
-    dt = max(time.monotonic() - self.start, 1e-9)
-    rate = self.bytes / dt
-    eta = f'{max(self.total - self.bytes, 0) / rate:.0f}s' if self.total and rate > 0 else '?'
-    logging.info('prepare: %d %s, %.1f MB, %.2f MB/s, ETA %s', self.docs, self.noun, self.bytes / 1e6, rate / 1e6, eta)
+  def mine(self) -> bool:
+    k, self.next = self.next, self.next + 1
+    return k % self.count == self.index
 
 
 class _SplitWriter:
-  """Accumulates one split's records into shards; writes or skips each full shard.
+  """Accumulates one split's records into shards; writes or skips each full
+  shard of this process (`_Turns`); the shards of other processes are only
+  counted here, and their checksums read from their completion markers.
 
   A record is a document, or an encoded pair (`manifest.encode_pair`); the
   shard counts them under `count_key` ('documents' / 'pairs').
   """
 
-  def __init__(self, out: Path, split: str, shard_bytes: int, entropy_fn: EntropyFn | None,
-               count_key: str = 'documents'):
+  def __init__(self, out: epath.Path, split: str, shard_bytes: int, entropy_fn: EntropyFn | None,
+               count_key: str = 'documents', turns: _Turns | None = None):
     self.out, self.split, self.shard_bytes, self.entropy_fn = out, split, shard_bytes, entropy_fn
     self.count_key = count_key
+    self.turns = turns or _Turns(0, 1)
     self.records: list[bytes] = []
     self.size = 0
     self.shards: list[dict] = []
+    self.others: list[int] = []  # indices of the shards other processes write
     self.written = self.skipped = 0
 
   def add(self, record: bytes) -> None:
@@ -167,21 +112,47 @@ class _SplitWriter:
     i = len(self.shards)
     info = {'file': mf.shard_name(self.split, i),
             'entropy_file': mf.entropy_shard_name(self.split, i) if self.entropy_fn else None,
-            self.count_key: len(self.records), 'bytes': self.size, 'sha256': _digest(self.records)}
+            self.count_key: len(self.records), 'bytes': self.size}
+    if self.turns.mine():
+      self._write_or_skip(i, info)
+    else:
+      self.others.append(i)
+    self.shards.append(info)
+    self.records, self.size = [], 0
+
+  def _write_or_skip(self, i: int, info: dict) -> None:
+    info['sha256'] = _digest(self.records)
     done = self.out / mf.done_name(self.split, i)
     if done.exists():
       if mf.read_json(done) != info:
         raise DataError(f'{done}: shard differs from this run (other input or parameters?); prepare into an empty --out')
       self.skipped += 1
-    else:
-      if self.entropy_fn:  # entropies first: the byte shard + marker mean "all of it is there"
-        scorer = _pair_entropy_records if self.count_key == 'pairs' else _entropy_records
-        _write_records(self.out / info['entropy_file'], scorer(self.records, self.entropy_fn))
-      _write_records(self.out / info['file'], self.records)
-      mf.write_json_atomic(done, info)
-      self.written += 1
-    self.shards.append(info)
-    self.records, self.size = [], 0
+      return
+    # Half-written files of this shard from a killed run (only this process writes them).
+    for stale in self.out.glob(f'{self.split}-{i:05d}.*.tmp-*'):
+      stale.unlink()
+    if self.entropy_fn:  # entropies first: the byte shard + marker mean "all of it is there"
+      scorer = pair_entropy_records if self.count_key == 'pairs' else entropy_records
+      _write_records(self.out / info['entropy_file'], scorer(self.records, self.entropy_fn))
+    _write_records(self.out / info['file'], self.records)
+    mf.write_json_atomic(done, info)
+    self.written += 1
+
+  def collect_others(self) -> int:
+    """Completes the infos of other processes' shards from their markers;
+    returns how many markers are still missing."""
+    missing = []
+    for i in self.others:
+      done = self.out / mf.done_name(self.split, i)
+      if not done.exists():
+        missing.append(i)
+        continue
+      marker = mf.read_json(done)
+      if {k: marker.get(k) for k in self.shards[i]} != self.shards[i]:
+        raise DataError(f'{done}: shard differs from this run (other input or parameters?); prepare into an empty --out')
+      self.shards[i] = marker
+    self.others = missing
+    return len(missing)
 
   def summary(self) -> dict:
     return {self.count_key: sum(s[self.count_key] for s in self.shards),
@@ -203,14 +174,16 @@ def _check_split_sizes(writers: dict, validation_fraction: float, data_format: s
                     f'change --validation_fraction')
 
 
-def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text', paths: str | Sequence[str] = (),
+def prepare(source: str, out_dir: epath.PathLike, *, data_format: str = 'text', paths: str | Sequence[str] = (),
             data_files: str | Sequence[str] = (), validation_fraction: float = 0.05,
             shard_bytes: int = DEFAULT_SHARD_BYTES, doc_bytes: int = sources.DEFAULT_DOC_BYTES,
             builtin_max_bytes: int = sources.DEFAULT_BUILTIN_MAX_BYTES, source_split: str = 'train',
             passage_bytes: int = pair_sources.DEFAULT_PASSAGE_BYTES,
             tfds_data_dir: str | None = None, entropy_fn: EntropyFn | None = None,
-            log_every_s: float = 10.0) -> dict:
-  """Prepares `source` into `out_dir` (resuming a partial run); returns the manifest.
+            log_every_s: float = 10.0, process_index: int = 0, process_count: int = 1,
+            barrier: Callable[[str], None] | None = None) -> dict | None:
+  """Prepares `source` into `out_dir` (local or gs://; resuming a partial run);
+  returns the manifest.
 
   data_format: 'text' (one record = one document) or 'pairs' (one record =
     one (source, target) pair; see `data_prep.manifest`).
@@ -219,6 +192,13 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
   entropy_fn: list of documents -> list of float arrays [len(doc)] (nats);
     stored as float16 in `*.entropy.arrayrecord` beside the byte shards (for
     pairs: the source's then the target's, each scored as its own document).
+  process_index, process_count: several processes prepare one directory
+    together: each reads the whole (deterministic) stream and writes the
+    shards `_Turns` gives it (entropies included). barrier(name), if given,
+    waits for all processes (a multi-host JAX job): after the shards, process 0
+    writes the manifest, then all return it. Without a barrier the manifest is
+    written by whichever process finds every shard's marker present when its
+    own are done (the last to finish); the others return None.
   """
   if data_format not in mf.FORMATS:
     raise DataError(f'unknown format {data_format!r}; choose one of {", ".join(mf.FORMATS)}')
@@ -226,8 +206,10 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
     raise DataError(f'validation_fraction must be in [0, 1], got {validation_fraction}')
   if shard_bytes <= 0:
     raise DataError(f'shard_bytes must be positive, got {shard_bytes}')
+  if not 0 <= process_index < process_count:
+    raise DataError(f'process_index {process_index} not in [0, process_count={process_count})')
   pairs = data_format == 'pairs'
-  out = Path(out_dir)
+  out = epath.Path(out_dir)
   params = {'source': source, 'paths': sources.comma_list(paths), 'data_files': sources.comma_list(data_files),
             'validation_fraction': validation_fraction, 'shard_bytes': shard_bytes, 'doc_bytes': doc_bytes,
             'source_split': source_split, 'has_entropies': entropy_fn is not None}
@@ -247,8 +229,8 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
   try:
     out.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise DataError(f'{out}: cannot create output directory ({e.strerror})') from None
-  if not os.access(out, os.W_OK):
+    raise DataError(f'{out}: cannot create output directory ({e.strerror or e})') from None
+  if is_local(out) and not os.access(out, os.W_OK):
     raise DataError(f'{out}: output directory is not writable')
   if (out / mf.MANIFEST).exists():
     if mf.read_json(out / mf.MANIFEST).get('params') == params:
@@ -257,11 +239,11 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
     raise DataError(f'{out}: already holds data prepared with other parameters; use another --out')
   if (out / mf.PARAMS).exists() and mf.read_json(out / mf.PARAMS) != params:
     raise DataError(f'{out}: holds a partial run with other parameters; use another --out or delete it')
-  mf.write_json_atomic(out / mf.PARAMS, params)
-  for stale in out.glob('*.tmp-*'):  # half-written files of a killed run (one writer per --out)
-    stale.unlink()
-  writers = {s: _SplitWriter(out, s, shard_bytes, entropy_fn, mf.count_key(data_format)) for s in mf.SPLITS}
-  progress = _Progress(total, log_every_s, 'docs' if not pairs or source in sources.SOURCES else 'pairs')
+  if process_index == 0:
+    mf.write_json_atomic(out / mf.PARAMS, params)
+  turns = _Turns(process_index, process_count)
+  writers = {s: _SplitWriter(out, s, shard_bytes, entropy_fn, mf.count_key(data_format), turns) for s in mf.SPLITS}
+  progress = Progress(total, log_every_s, 'docs' if not pairs or source in sources.SOURCES else 'pairs')
   for i, records in enumerate(units):
     writer = writers['validation' if is_validation(i, validation_fraction) else 'train']
     for record in records:
@@ -271,8 +253,21 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
     w.flush()
   progress.log()
   _check_split_sizes(writers, validation_fraction, data_format)
-  logging.info('prepare: shards written %d, skipped (already done) %d',
-               sum(w.written for w in writers.values()), sum(w.skipped for w in writers.values()))
+  logging.info('prepare: shards written %d, skipped (already done) %d, left to other processes %d',
+               sum(w.written for w in writers.values()), sum(w.skipped for w in writers.values()),
+               sum(len(w.others) for w in writers.values()))
+  if barrier is not None:
+    barrier('data_prep:shards_written')
+  if process_index != 0 and barrier is not None:
+    barrier('data_prep:manifest_written')
+    return mf.read_manifest(out, data_format)
+  missing = sum(w.collect_others() for w in writers.values())
+  if missing and barrier is not None:
+    raise DataError(f'{out}: {missing} shards still missing after every process finished')
+  if missing:
+    logging.info('prepare: %d shards of other processes are not written yet; the last process '
+                 'to finish writes %s', missing, out / mf.MANIFEST)
+    return None
   manifest = {'format_version': mf.format_version(data_format), 'source': source, 'params': params,
               'has_entropies': entropy_fn is not None, 'splits': {s: w.summary() for s, w in writers.items()}}
   if pairs:
@@ -280,4 +275,6 @@ def prepare(source: str, out_dir: str | os.PathLike, *, data_format: str = 'text
   if entropy_fn is not None or not pairs:
     manifest['entropy_dtype'] = 'float16'
   mf.write_json_atomic(out / mf.MANIFEST, manifest)
+  if barrier is not None:
+    barrier('data_prep:manifest_written')
   return manifest

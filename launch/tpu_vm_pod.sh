@@ -186,8 +186,10 @@ prepare() {
   # bltdiff.data_chain.prepare_run_data): shards of the config's data, and for the latent
   # MDLM (configs/owt.py) also the entropy model (trained on worker 0's chips),
   # the entropies and the threshold calibration. `train` then finds all of it
-  # in place. (Skipping this step works too: every process runs the chain at
-  # start-up, but a long preparation with the whole pod waiting is waste.)
+  # in place. (Skipping this step works too: then all workers run the chain
+  # together at start-up, the entropy model on every chip and each host
+  # scoring its own share of the shards, which is faster for a long entropy
+  # scoring such as OpenWebText's; see launch/README.md, Data.)
   #
   # On a multi-host slice a JAX process on one worker waits for the other
   # hosts; the TPU_* variables make worker 0's process a single-host job on

@@ -12,6 +12,7 @@ import pytest
 from bltdiff import commands, vocab
 from bltdiff.latent import local_decoder, sampling as latent_sampling, slot_gather
 from bltdiff.latent.diffusion import LatentMDLM
+from bltdiff.latent.network import LatentDenoiser
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.training import restore
 
@@ -89,6 +90,22 @@ def test_cached_ar_draws_are_the_teacher_forced_decoders_draws(trained):
 
 
 @pytest.mark.parametrize('mode', ['ar', 'parallel'])
+def test_greedy_patch_is_the_argmax_path_with_its_mean_log_prob(trained, mode):
+  """The confidence score: the greedy patch takes the most likely symbol at
+  every decision of the teacher-forced decoder, and its score is that patch's
+  log-probability over its len + 1 decisions."""
+  model, params = trained[mode]
+  cond = latents(model, params)
+  out, lengths, score = jax.jit(lambda p, c: model.decoder.greedy(p, c))(params, cond)
+  total, hits, valid = model.net.apply({'params': params}, cond[None], out[None], lengths[None],
+                                       method=LatentDenoiser.patch_log_prob)
+  assert np.all(np.asarray(hits) == np.asarray(valid))  # argmax wherever the patch runs
+  np.testing.assert_allclose(np.asarray(score), np.asarray(total[0]) / (np.asarray(lengths) + 1),
+                             rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(score) <= 0.0)
+
+
+@pytest.mark.parametrize('mode', ['ar', 'parallel'])
 def test_gathered_draws_equal_the_whole_batch_draws(trained, mode):
   model, params = trained[mode]
   cond = latents(model, params)
@@ -96,8 +113,8 @@ def test_gathered_draws_equal_the_whole_batch_draws(trained, mode):
   reveal = jnp.asarray(np.random.RandomState(0).rand(n) < 0.2)
   with jax.enable_x64(True):
     whole, whole_len, _ = model.decoder.draw(params, jax.random.PRNGKey(1), cond)
-    some, some_len, decoded = model.decoder.draw_revealed(params, jax.random.PRNGKey(1), cond,
-                                                          reveal)
+    drawn = model.decoder.draw_revealed(params, jax.random.PRNGKey(1), cond, reveal)
+    some, some_len, decoded = drawn['tokens'], drawn['lengths'], drawn['decoded']
   r = np.asarray(reveal)
   np.testing.assert_array_equal(np.asarray(some)[r], np.asarray(whole)[r])
   np.testing.assert_array_equal(np.asarray(some_len)[r], np.asarray(whole_len)[r])
@@ -173,4 +190,23 @@ def test_confidence_sampler_keeps_patch_sizes(trained):
   patches, _ = model.patchify(data)
   data_bytes_per_patch = LENGTH / float(jnp.sum(patches.slot_mask))
   assert sampled > 0.6 * data_bytes_per_patch, (sampled, data_bytes_per_patch)
+
+
+def test_confidence_threshold_sets_the_pace(trained):
+  """A lower threshold reveals more slots per step (fewer steps), a high one
+  about one per step; the score is deterministic, so the same key and
+  threshold give the same samples."""
+  model, params = trained['ar']
+  steps = {}
+  for threshold in (0.3, 0.99):
+    options = SamplerOptions(sampler='confidence', steps=24, confidence_threshold=threshold,
+                             min_steps=1)
+    tokens, stats = model.sample(params, jax.random.PRNGKey(0), options, num_samples=8,
+                                 length=LENGTH, gap_slots=12)
+    again, _ = model.sample(params, jax.random.PRNGKey(0), options, num_samples=8,
+                            length=LENGTH, gap_slots=12)
+    np.testing.assert_array_equal(tokens, again)
+    steps[threshold] = stats['steps_taken']
+  assert steps[0.3] < 0.6 * steps[0.99], steps
+  assert steps[0.99] > 6, steps
 

@@ -54,11 +54,11 @@ record read and one row fill; `read_threads` helps with slow storage.
 """
 
 import functools
-from pathlib import Path
 from typing import Sequence
 
 import grain
 import numpy as np
+from etils import epath
 
 from bltdiff import vocab
 from bltdiff.data.packing import BOUNDARY_ENTROPY
@@ -84,7 +84,7 @@ def is_pairs(data_config) -> bool:
 
 def prepared_format(prepared_dir: str) -> str:
   """'text' or 'pairs': what a prepared directory holds (by its manifest)."""
-  path = Path(prepared_dir) / mf.MANIFEST
+  path = epath.Path(prepared_dir) / mf.MANIFEST
   return mf.data_format_of(mf.read_json(path), path)
 
 

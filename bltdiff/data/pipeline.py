@@ -15,11 +15,10 @@ JSON; it depends on num_workers (the slicing), so resume with the same
 of batches; multi-host eval should run a fixed number of steps.
 """
 
-import os
-
 import grain
 import numpy as np
 from absl import flags
+from etils import epath
 
 from data_prep import manifest as mf
 from data_prep import writer
@@ -67,7 +66,7 @@ def prepare_kwargs(data_config) -> dict:
   return kwargs
 
 
-def ensure_prepared(data_config, workdir: str) -> str:
+def ensure_prepared(data_config, workdir: str, **processes) -> str:
   """Returns the prepared-shards directory for data_config.
 
   If data_config.prepared_dir is set, checks it (manifest, format version) and
@@ -75,15 +74,14 @@ def ensure_prepared(data_config, workdir: str) -> str:
   data_config.paths, or any other source of `data_prep.prepare`) into
   f'{workdir}/data' if not already there, and returns that. Raises DataError.
 
-  Multi-process runs: prepare once beforehand (`python -m data_prep.prepare`,
-  or process 0 then a barrier) and set prepared_dir; concurrent preparation
-  into one directory is not supported.
+  Multi-process runs pass `processes` (process_index, process_count,
+  barrier: see data_prep.writer.prepare): the processes share the work.
   """
   if data_config.prepared_dir:
     mf.read_manifest(data_config.prepared_dir, pair_batches.data_format(data_config))
     return str(data_config.prepared_dir)
-  out = os.path.join(workdir, 'data')
-  writer.prepare(data_config.source, out, **prepare_kwargs(data_config))
+  out = str(epath.Path(workdir) / 'data')
+  writer.prepare(data_config.source, out, **prepare_kwargs(data_config), **processes)
   return out
 
 

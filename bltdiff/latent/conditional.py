@@ -212,8 +212,7 @@ class ConditionalLatentMDLM(diffusion.LatentMDLM):
     for r, s in enumerate(np.asarray(rows['source_len'])):
       target, ended = pair_batches.target_of(out[r], s)
       out[r, s + 1 + len(target) + int(ended):] = vocab.PAD
-    return out, dict(loops.summarize(stats), decoder_rows=int(state['decoder_rows']),
-                     encoder_rows=int(state['encoder_rows']),
+    return out, dict(loops.summarize(stats), **sampling.counter_stats(state),
                      mean_patches=float(np.mean(np.sum(np.asarray(state['slot_mask']), -1))))
 
   def sample(self, params, key, options: SamplerOptions, *, num_samples: int, length: int,
@@ -246,7 +245,10 @@ def _target_sampler(model: ConditionalLatentMDLM, options: SamplerOptions):
     in_use = jnp.arange(P)[None, :] < (jnp.sum(source_slots, -1) + count)[:, None]
     state = dict(tokens=pt, lengths=jnp.where(source_slots, patches.lengths, 0),
                  masked=in_use & ~source_slots, slot_mask=in_use, enc=enc,
-                 decoder_rows=jnp.int32(0), encoder_rows=encoded)
-    return registry.run(sampling.SlotAdapter(model, params, options.top_p), key, state, options)
+                 **{name: jnp.int32(0) for name in sampling.COUNTERS})
+    state['encoder_rows'] = encoded
+    adapter = sampling.SlotAdapter(model, params, options.top_p,
+                                   sampling.intra_patch_rule(options))
+    return registry.run(adapter, key, state, options)
 
   return run

@@ -1,11 +1,18 @@
 """Drawing patches from the local decoder D: each slot's bytes from its latent h_i.
 
   PatchDecoder.draw           every row: `ar` byte by byte with a key/value cache
-                              (L+1 positions per patch, not (L+1)^2), or `parallel`
-                              (first byte, length, the rest in one pass)
+                              (L+1 positions per patch, not (L+1)^2), `parallel`
+                              (first byte, length, the rest in one pass), or
+                              `diffusion` (T_steps(p) intra-patch denoising passes)
   PatchDecoder.draw_revealed  only the rows a sampler step reveals, gathered into a
                               buffer of static size (`slot_gather`) and scattered back
   PatchDecoder.first_symbol_log_probs   D's first position alone (cheap scores)
+  PatchDecoder.entropy_estimate         Ĥ(patch | h_i) per row (adaptive plans)
+  PatchDecoder.greedy         the most likely symbol at every position, and the
+                              mean log-probability per symbol of that patch (the
+                              confidence sampler's score: no draw, no length bias)
+
+`diffusion` decodes a patch in T_steps(p) passes, its rule in `intra_patch`.
 
 Draws are reproducible per row: row r of N gets the noise it would get in a
 draw over all N rows, so drawing a gathered subset gives exactly the rows the
@@ -19,8 +26,11 @@ import jax.numpy as jnp
 
 from bltdiff import vocab
 from bltdiff.latent import slot_gather
-from bltdiff.latent.local_decoder import START, ARDecoder
-from bltdiff.sampling import categorical
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule, reveal_quota
+from bltdiff.latent.local_decoder import START, ARDecoder, diffusion_lengths
+from bltdiff.sampling import categorical, rules
+
+ENTROPY_ESTIMATE_KEY = 7  # the draw behind `ar`/`parallel` entropy estimates (any fixed key)
 
 
 class PatchDecoder:
@@ -30,6 +40,8 @@ class PatchDecoder:
     self.mode = net.decoder_mode
     self.max_patch_len = net.max_patch_len
     self.net = net
+    # Sequential decoder passes one patch costs (`diffusion`: its own T_steps(p)).
+    self.passes_per_patch = {'ar': net.max_patch_len + 1, 'parallel': 1}.get(self.mode)
     if self.mode == 'ar':
       # The same parameters, run one position at a time with a cache.
       self.stepper = ARDecoder(dim=net.dec_dim, num_layers=net.dec_layers,
@@ -46,30 +58,68 @@ class PatchDecoder:
     [rows, V] (first byte; for `ar` also the end symbol, never allowed there)."""
     if self.mode == 'parallel':
       return self._decoder(params, lambda dec, c: dec.first(c), cond_rows)
+    if self.mode == 'diffusion':
+      return self.first_pass(params, cond_rows)[:, 0]
     cache = self._empty_cache(cond_rows.shape[0])
     start = jnp.full((cond_rows.shape[0], 1), START, jnp.int32)
     lp, _ = self._ar_step(params, cache, cond_rows, start, jnp.zeros((), jnp.int32))
     return lp
 
-  def draw(self, params, key, cond_rows, top_p: float = 1.0, rows=None, num_rows=None):
+  def draw(self, params, key, cond_rows, top_p: float = 1.0, rows=None, num_rows=None,
+           intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
     """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], entropy [k]).
-    rows / num_rows: the k rows' indices in a batch of num_rows (their noise)."""
+    rows / num_rows: the k rows' indices in a batch of num_rows (their noise).
+    intra_patch: the `diffusion` decoder's step rule (others ignore it)."""
     if self.mode == 'ar':
       return self._draw_ar(params, key, cond_rows, top_p, rows, num_rows)
+    if self.mode == 'diffusion':
+      return self._draw_diffusion(params, key, cond_rows, top_p, rows, num_rows,
+                                  intra_patch)[:3]
     return self._draw_parallel(params, key, cond_rows, top_p, rows, num_rows)
 
-  def draw_revealed(self, params, key, cond_rows, reveal, top_p: float = 1.0):
+  def draw_revealed(self, params, key, cond_rows, reveal, top_p: float = 1.0,
+                    intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
     """Draws for the rows where reveal [N] is True only (`slot_gather`):
-    (bytes [N, L], lengths [N], rows decoded []). Other rows hold PAD / 0."""
+    {tokens [N, L], lengths [N] (other rows PAD / 0), decoded []: rows in the
+    buffer, steps [N]: the passes each revealed patch needed (0 elsewhere),
+    passes []: sequential decoder passes run on the buffer (`diffusion`: the
+    buffer's largest T_steps)}."""
     n = cond_rows.shape[0]
+    count = jnp.sum(reveal)
 
     def draw_rows(cond, rows):
-      out, lengths, _ = self.draw(params, key, cond, top_p, rows, n)
-      return out, lengths
+      k = cond.shape[0]
+      if self.mode != 'diffusion':
+        out, lengths, _ = self.draw(params, key, cond, top_p, rows, n)
+        return out, lengths, jnp.full((k,), self.passes_per_patch, jnp.int32)
+      # map_selected pads a gathered buffer at its end (repeating the last row):
+      # padding rows plan no steps, so they cannot lengthen the loop.
+      valid = reveal[rows] & ((jnp.arange(k) < count) | (k == n))
+      out, lengths, _, steps = self._draw_diffusion(params, key, cond, top_p, rows, n,
+                                                    intra_patch, valid)
+      return out, lengths, steps
 
-    (out, lengths), decoded = slot_gather.map_selected(draw_rows, cond_rows, reveal,
-                                                       (vocab.PAD, 0))
-    return out, lengths, decoded
+    (out, lengths, steps), decoded = slot_gather.map_selected(draw_rows, cond_rows, reveal,
+                                                              (vocab.PAD, 0, 0))
+    return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps,
+                passes=jnp.max(steps, initial=0))
+
+  def greedy(self, params, cond_rows):
+    """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], mean
+    log-probability per symbol [k]) of each row's greedy patch: the most likely
+    symbol at each position given the ones before (`ar`), or the most likely
+    first byte, then length, then other bytes (`parallel`).
+
+    The mean runs over the patch's len + 1 symbols (its bytes and the end, or
+    for `parallel` the first byte, the length and the other bytes), so it
+    measures how sure D is per decision whatever the length: a predictable
+    4-byte patch ("tion") scores above a surprising 1-byte one, and the score
+    is the same every time (no random draw behind it)."""
+    if self.mode == 'ar':
+      return self._greedy_ar(params, cond_rows)
+    if self.mode == 'diffusion':
+      return self._greedy_diffusion(params, cond_rows)
+    return self._greedy_parallel(params, cond_rows)
 
   # --- `ar`: a causal decoder with a key/value cache ---------------------------
 
@@ -86,41 +136,144 @@ class PatchDecoder:
     return lp, updated['cache']
 
   def _draw_ar(self, params, key, cond, top_p, rows, num_rows):
+    pick = lambda lp, j: categorical.gumbel_argmax(
+        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows, num_rows)
+    drawn, length, entropy, _ = self._decode_ar(params, cond, pick)
+    return drawn, length, entropy
+
+  def _greedy_ar(self, params, cond):
+    pick = lambda lp, j: jnp.argmax(lp, axis=-1).astype(jnp.int32)
+    chosen, length, _, total = self._decode_ar(params, cond, pick)
+    return chosen, length, total / (length + 1).astype(jnp.float32)
+
+  def _decode_ar(self, params, cond, pick):
+    """Decodes every row byte by byte, pick(log-probs [k, V], position) ->
+    symbol [k] choosing each: (bytes [k, L] PAD after the end, lengths [k],
+    entropy of D's distributions along the path [k], log-prob of the path [k]),
+    both summed up to and including the end symbol."""
     k, L = cond.shape[0], self.max_patch_len
 
     def step(carry, j):
-      cache, previous, length, entropy = carry
+      cache, previous, length, entropy, total = carry
       lp, cache = self._ar_step(params, cache, cond, previous[:, None], j)
-      entropy = entropy + jnp.where(length < 0, categorical.entropy_of(lp), 0.0)
-      symbol = categorical.gumbel_argmax(jax.random.fold_in(key, j),
-                                         categorical.top_p_filter(lp, top_p), rows, num_rows)
+      symbol = pick(lp, j)
       ended = length >= 0
+      entropy = entropy + jnp.where(ended, 0.0, categorical.entropy_of(lp))
+      total = total + jnp.where(ended, 0.0, jnp.take_along_axis(lp, symbol[:, None], -1)[:, 0])
       stop = ~ended & (symbol == vocab.END_OF_PATCH)
       length = jnp.where(stop, j, length)
       byte = jnp.where(ended | stop, vocab.PAD, symbol)
-      return (cache, byte, length, entropy), byte
+      return (cache, byte, length, entropy, total), byte
 
+    zeros = jnp.zeros((k,), jnp.float32)
     init = (self._empty_cache(k), jnp.full((k,), START, jnp.int32),
-            jnp.full((k,), -1, jnp.int32), jnp.zeros((k,), jnp.float32))
-    (_, _, length, entropy), drawn = jax.lax.scan(step, init, jnp.arange(L + 1, dtype=jnp.int32))
-    return drawn[:L].T, length, entropy  # the byte drawn at position j is byte j
+            jnp.full((k,), -1, jnp.int32), zeros, zeros)
+    (_, _, length, entropy, total), out = jax.lax.scan(
+        step, init, jnp.arange(L + 1, dtype=jnp.int32))
+    return out[:L].T, length, entropy, total  # the symbol chosen at position j is byte j
 
   # --- `parallel`: first byte, length, then the rest in one pass ----------------
 
   def _draw_parallel(self, params, key, cond, top_p, rows, num_rows):
-    k1, k2, k3 = jax.random.split(key, 3)
-    draw = lambda k, lp: categorical.gumbel_argmax(k, categorical.top_p_filter(lp, top_p),
-                                                   rows, num_rows)
+    keys = jax.random.split(key, 3)
+    pick = lambda part, lp: categorical.gumbel_argmax(
+        keys[part], categorical.top_p_filter(lp, top_p), rows, num_rows)
+    out, lengths, entropy, _ = self._decode_parallel(params, cond, pick)
+    return out, lengths, entropy
+
+  def _greedy_parallel(self, params, cond):
+    pick = lambda part, lp: jnp.argmax(lp, axis=-1).astype(jnp.int32)
+    out, lengths, _, total = self._decode_parallel(params, cond, pick)
+    return out, lengths, total / (lengths + 1).astype(jnp.float32)
+
+  def _decode_parallel(self, params, cond, pick):
+    """pick(part, log-probs [..., V]) -> symbols chooses the first byte (part 0),
+    the length (1) and the other bytes (2): (bytes [k, L] PAD after the end,
+    lengths [k], entropy of the distributions used [k], log-prob of the patch [k])."""
+    chosen_lp = lambda lp, x: jnp.take_along_axis(lp, x[..., None], -1)[..., 0]
     first_lp = self._decoder(params, lambda dec, c: dec.first(c), cond)
-    x0 = draw(k1, first_lp)
+    x0 = pick(0, first_lp)
     length_lp = self._decoder(params, lambda dec, c, x: dec.length(c, x), cond, x0)
-    lengths = draw(k2, length_lp) + 1
+    length_index = pick(1, length_lp)
+    lengths = length_index + 1
     rest_lp = self._decoder(params, lambda dec, *a: dec.rest(*a), cond, x0, lengths)
-    rest = draw(k3, rest_lp)
+    rest = pick(2, rest_lp)
     L = rest.shape[1]
     j = jnp.arange(L)[None, :]
     inside = (j >= 1) & (j < lengths[:, None])
     entropy = (categorical.entropy_of(first_lp) + categorical.entropy_of(length_lp)
                + jnp.sum(jnp.where(inside, categorical.entropy_of(rest_lp), 0.0), -1))
+    total = (chosen_lp(first_lp, x0) + chosen_lp(length_lp, length_index)
+             + jnp.sum(jnp.where(inside, chosen_lp(rest_lp, rest), 0.0), -1))
     out = jnp.where(j == 0, x0[:, None], rest)
-    return jnp.where(j < lengths[:, None], out, vocab.PAD).astype(jnp.int32), lengths, entropy
+    return (jnp.where(j < lengths[:, None], out, vocab.PAD).astype(jnp.int32), lengths, entropy,
+            total)
+
+  # --- `diffusion`: T_steps(p) masked-diffusion passes ---------------------------
+
+  def denoise_patch(self, params, cond_rows, z):
+    """One intra-patch pass: cond [rows, D_dec], z [rows, L] -> log-probs [rows, L, DEC_VOCAB]."""
+    return self._decoder(params, lambda dec, c, x: dec(c, x), cond_rows, z)
+
+  def first_pass(self, params, cond_rows):
+    """The all-masked pass: cond [rows, D_dec] -> log-probs [rows, L, DEC_VOCAB]."""
+    z = jnp.full((cond_rows.shape[0], self.max_patch_len), vocab.MASK, jnp.int32)
+    return self.denoise_patch(params, cond_rows, z)
+
+  def entropy_estimate(self, params, cond_rows):
+    """Ĥ(patch | h) per row [rows] (nats): `diffusion` the summed per-position
+    entropy of its first pass (module doc); `ar`/`parallel` the entropy along
+    one draw with a fixed key."""
+    if self.mode == 'diffusion':
+      return jnp.sum(categorical.entropy_of(self.first_pass(params, cond_rows)), -1)
+    return self.draw(params, jax.random.PRNGKey(ENTROPY_ESTIMATE_KEY), cond_rows)[2]
+
+  def intra_patch_steps(self, entropy, intra_patch: IntraPatchRule):
+    """T_steps(p) = min(L, max(⌈α·Ĥ(p)⌉, T_min)): entropy [rows] -> int32 [rows].
+    (α = ∞ with Ĥ = 0 gives T_min, not ∞·0.)"""
+    scaled = jnp.where(entropy > 0, intra_patch.alpha * entropy, 0.0)
+    return rules.planned_steps(1.0, scaled, intra_patch.min_steps, self.max_patch_len)
+
+  def _greedy_diffusion(self, params, cond):
+    """The greedy patch of the first (all-masked) pass, each position's most
+    likely symbol, scored over its bytes and, when shorter than L, its end."""
+    lp = self.first_pass(params, cond)
+    z = jnp.argmax(lp, -1).astype(jnp.int32)
+    lengths = diffusion_lengths(z)
+    counted = jnp.arange(self.max_patch_len)[None, :] <= lengths[:, None]
+    total = jnp.sum(jnp.where(counted, jnp.max(lp, -1), 0.0), -1)
+    out = jnp.where(jnp.arange(self.max_patch_len)[None, :] < lengths[:, None], z, vocab.PAD)
+    return (out.astype(jnp.int32), lengths.astype(jnp.int32),
+            total / jnp.sum(counted, -1).astype(jnp.float32))
+
+  def _draw_diffusion(self, params, key, cond, top_p, rows, num_rows, intra_patch, valid=None):
+    """(bytes [k, L], lengths [k], Ĥ [k], T_steps [k]; 0 where not valid [k])."""
+    k, L = cond.shape[0], self.max_patch_len
+    order_key, step_key = jax.random.split(key)
+    batch = k if rows is None else num_rows
+    noise = jax.random.uniform(order_key, (batch, L))
+    rank = jnp.argsort(jnp.argsort(noise if rows is None else noise[rows], -1), -1)
+    masked = jnp.full((k, L), vocab.MASK, jnp.int32)
+    first = self.first_pass(params, cond)
+    entropy = jnp.sum(categorical.entropy_of(first), -1)
+    steps = self.intra_patch_steps(entropy, intra_patch)
+    if valid is not None:
+      steps = jnp.where(valid, steps, 0)
+
+    def reveal(step, log_probs, z):
+      drawn = categorical.gumbel_argmax(jax.random.fold_in(step_key, step),
+                                        categorical.top_p_filter(log_probs, top_p), rows,
+                                        num_rows)
+      new = ((z == vocab.MASK) & (rank < reveal_quota(step, steps, L)[:, None])
+             & (step < steps)[:, None])  # finished rows frozen
+      return jnp.where(new, drawn, z)
+
+    def body(carry):
+      step, z = carry
+      return step + 1, reveal(step, self.denoise_patch(params, cond, z), z)
+
+    _, z = jax.lax.while_loop(lambda c: c[0] < jnp.max(steps), body,
+                              (jnp.int32(1), reveal(jnp.int32(0), first, masked)))
+    lengths = diffusion_lengths(z)
+    out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
+    return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, steps

@@ -15,6 +15,30 @@ runs on slots:
   summed, divided by N bytes and ln 2 -> bits per byte, an upper bound on
   −log p(bytes): the patcher is a deterministic function of the bytes, so the
   probability of the bytes is at least that of their own patch sequence.
+
+Decoder `diffusion` (a bound of a bound): D is itself a masked-diffusion
+model over a patch's L positions y_i [L] (bytes, then END_OF_PATCH;
+`local_decoder.diffusion_targets`), so −log p_D(patch_i | h_i) has no closed
+form and term 1 uses its own NELBO instead:
+
+    −log p_D(patch_i | h_i) ≤ B_i = E_s[ w(s) Σ_{j hidden at s} −log p_D(y_ij | u_s, h_i) ]
+
+with u_s [L] the patch's positions masked with probability 1 − α(s). Because
+w(t) ≥ 0, replacing each −log p_D(patch_i | z_t) by B_i ≥ it keeps term 1 an
+upper bound:
+
+    −log p(bytes) ≤ −log p(patches) ≤ E_t[ w(t) Σ_{masked i} −log p_D(patch_i | z_t) ] + 2 + 3
+                                    ≤ E_t[ w(t) Σ_{masked i} B_i(z_t) ] + 2 + 3.
+
+Estimate (training and evaluation alike): t [b] antithetic over the batch
+rows, one slot masking per row; s [b·P] antithetic over the slot rows (one
+uniform offset, independent of t), one position masking per slot; t_min = 0
+for both at evaluation (the whole bound, unbiased), TRAIN_T_MIN for both in
+training. Evaluation averages train.eval_t_samples such (t, s) draws per
+batch. p_D is the decoder's reverse process revealing one position at a
+time in a random order (the sampler at intra-patch α → ∞); fewer intra-patch
+steps sample another, cheaper distribution, which this bound does not cover
+(as for the latent level's own step count).
 """
 
 import functools
@@ -27,6 +51,7 @@ from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import sampling
 from bltdiff.latent.decoding import PatchDecoder
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
 from bltdiff.models.contract import Model
 from bltdiff.sampling import categorical, registry
@@ -35,6 +60,7 @@ from bltdiff.schedules import Schedule, antithetic_times
 
 TRAIN_T_MIN = 1e-3  # as byte MDLM: training cuts t < 1e-3; evaluation uses the whole bound
 OVERFLOW_NATS_PER_BYTE = math.log(vocab.NUM_DATA_SYMBOLS)
+INTRA_KEY = 2  # fold_in of the loss key for the `diffusion` decoder's s and masking
 
 
 def patchify(tokens, entropies, patch_config: patching.PatchConfig):
@@ -111,9 +137,11 @@ class LatentMDLM(Model):
     return self._apply(params, enc, visible, slot_mask,
                        method=lambda m, e, v, s: m.contextualize(m.hide(e, v), s))
 
-  def patch_log_prob(self, params, cond, patch_tokens, lengths):
-    """(log p(patch | h) [b, P], hits, valid [b, P, L+1]), D teacher-forced."""
-    return self._apply(params, cond, patch_tokens, lengths, method=LatentDenoiser.patch_log_prob)
+  def patch_log_prob(self, params, cond, patch_tokens, lengths, key=None, t_min: float = 0.0):
+    """(log p(patch | h) [b, P], hits, valid [b, P, L+1]), D teacher-forced;
+    `diffusion`: minus its NELBO (key: s and the masking; see the module doc)."""
+    return self._apply(params, cond, patch_tokens, lengths, key, self.schedule, t_min,
+                       method=LatentDenoiser.patch_log_prob)
 
   def symbol_log_probs(self, params, cond, patch_tokens, lengths):
     """D's distributions along given patches, as parts (log-probs [b, P, n, V],
@@ -130,10 +158,12 @@ class LatentMDLM(Model):
     return self._apply(params, lambda dec, c, x: dec(c, x), cond_rows, inputs,
                        method=LatentDenoiser.decoder_apply)
 
-  def propose(self, params, key, cond, top_p: float = 1.0):
+  def propose(self, params, key, cond, top_p: float = 1.0,
+              intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
     """D's draw for every slot: cond [b, P, D_dec] -> (bytes [b, P, L], lengths [b, P])."""
     b, p, d = cond.shape
-    out, lengths, _ = self.decoder.draw(params, key, cond.reshape(b * p, d), top_p)
+    out, lengths, _ = self.decoder.draw(params, key, cond.reshape(b * p, d), top_p,
+                                        intra_patch=intra_patch)
     return out.reshape(b, p, -1), lengths.reshape(b, p)
 
   def first_symbol_log_probs(self, params, cond):
@@ -148,11 +178,13 @@ class LatentMDLM(Model):
     patches, pt = patchify(tokens, _entropies(batch, 1), self.patch_config)
     return self.net.init({'params': key}, pt, patches.lengths, patches.slot_mask)['params']
 
-  def slot_nll(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None):
-    """−log p(patch_i | z) for every slot [b, P] (0 where not masked), and
-    the decoder's teacher-forced hits/valid [b, P, L+1]."""
+  def slot_nll(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None,
+               intra_key=None, t_min: float = 0.0):
+    """−log p(patch_i | z) for every slot [b, P] (0 where not masked; its NELBO
+    for `diffusion`, from intra_key with s in (t_min, 1]), and the decoder's
+    teacher-forced hits/valid [b, P, L+1] (`diffusion`: [b, P, L])."""
     cond = self.denoise(params, patch_tokens, slot_mask & ~masked, slot_mask, dropout_key)
-    lp, hits, valid = self.patch_log_prob(params, cond, patch_tokens, lengths)
+    lp, hits, valid = self.patch_log_prob(params, cond, patch_tokens, lengths, intra_key, t_min)
     return jnp.where(masked, -lp, 0.0), hits, valid
 
   def loss(self, params, batch, key, train: bool = True, t=None):
@@ -165,7 +197,9 @@ class LatentMDLM(Model):
       t = antithetic_times(t_key, b, TRAIN_T_MIN if train else 0.0)
     masked = mask_slots(mask_key, patches.slot_mask, self.schedule.alpha(t))
     nll, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked,
-                                     dropout_key if train and self.config.dropout else None)
+                                     dropout_key if train and self.config.dropout else None,
+                                     jax.random.fold_in(key, INTRA_KEY),
+                                     TRAIN_T_MIN if train else 0.0)
     diffusion = self.schedule.weight(t) * jnp.sum(nll, axis=-1)  # 1. [b]
     filled = jnp.sum(patches.slot_mask, axis=-1)
     count = -self.count_log_probs(params)[filled]  # 2. [b]
@@ -196,11 +230,21 @@ class LatentMDLM(Model):
     masked = jnp.zeros_like(patches.slot_mask) if masked is None else masked & patches.slot_mask
     return self.denoise(params, pt, patches.slot_mask & ~masked, patches.slot_mask), patches
 
-  def decode(self, params, latents, key=None, *, top_p: float = 1.0):
+  def decode(self, params, latents, key=None, *, top_p: float = 1.0,
+             intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
     """Latents [b, P, D_dec] -> (patch bytes [b, P, L] PAD filler, lengths [b, P]),
-    drawn from D (float64 Gumbel; key=None uses a fixed key)."""
+    drawn from D (float64 Gumbel; key=None uses a fixed key). intra_patch:
+    the `diffusion` decoder's step rule (default one position per step)."""
     key = jax.random.PRNGKey(0) if key is None else key
-    return categorical.run_with_x64(_decode_fn(self, top_p), params, key, latents)
+    return categorical.run_with_x64(_decode_fn(self, top_p, intra_patch), params, key, latents)
+
+  def intra_patch_plan(self, params, latents, intra_patch: IntraPatchRule):
+    """The `diffusion` decoder's plan for each slot: latents [b, P, D_dec] ->
+    (Ĥ(p) [b, P] nats, T_steps(p) [b, P]) from its first, all-masked pass."""
+    b, p, d = latents.shape
+    entropy = self.decoder.entropy_estimate(params, latents.reshape(b * p, d))
+    steps = self.decoder.intra_patch_steps(entropy, intra_patch)
+    return entropy.reshape(b, p), steps.reshape(b, p)
 
   def reconstruction_accuracy(self, params, tokens, entropies=None, key=None,
                               mask_rate: float = 0.5):
@@ -211,7 +255,8 @@ class LatentMDLM(Model):
     patches, pt = self.patchify(tokens, entropies)
     alpha = jnp.full(patches.slot_mask.shape[:1], 1.0 - mask_rate, jnp.float32)
     masked = mask_slots(key, patches.slot_mask, alpha)
-    _, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked)
+    _, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked,
+                                   intra_key=key)
     byte_acc, patch_acc = accuracies(hits, valid, masked)
     return {'byte_acc': float(byte_acc), 'patch_acc': float(patch_acc)}
 
@@ -245,5 +290,6 @@ def _entropies(batch, rows):
 
 
 @functools.lru_cache(maxsize=8)
-def _decode_fn(model: LatentMDLM, top_p: float):
-  return jax.jit(lambda params, key, latents: model.propose(params, key, latents, top_p))
+def _decode_fn(model: LatentMDLM, top_p: float, intra_patch: IntraPatchRule):
+  return jax.jit(lambda params, key, latents: model.propose(params, key, latents, top_p,
+                                                           intra_patch))

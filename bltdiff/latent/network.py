@@ -10,9 +10,10 @@ D_dec = decoder dim.
   contextualize  T over slots (bidirectional, RoPE over slot index, padding
                slots excluded) -> decoder conditions h [b, P, D_dec]
   denoise      encode then contextualize: the expensive, time-free call of a step
-  patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P]
+  patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P] (`ar`, `parallel`),
+               or minus the intra-patch NELBO, a lower bound on it (`diffusion`)
   symbol_log_probs D teacher-forced: its whole distribution at every symbol of
-               given patches (what a KL between two decoders needs)
+               given patches (what a KL between two decoders needs; `ar`, `parallel`)
   count_log_probs log p(S) [P + 1]
 The decoder itself (its draws, its first-symbol distribution) is reached by
 `LatentMDLM` through `decoder_apply`.
@@ -25,11 +26,13 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.latent.local_decoder import (ARDecoder, ParallelDecoder, ar_inputs,
-                                          ar_patch_log_prob, parallel_patch_log_prob)
+from bltdiff.latent.local_decoder import (ARDecoder, DiffusionDecoder, ParallelDecoder,
+                                          ar_inputs, ar_patch_log_prob, diffusion_patch_nelbo,
+                                          parallel_patch_log_prob)
 from bltdiff.latent.local_encoder import LocalEncoder
+from bltdiff.schedules import Schedule
 
-DECODER_MODES = ('ar', 'parallel')
+DECODER_MODES = ('ar', 'parallel', 'diffusion')
 COUNT_LOGIT_SCALE = 32.0  # learning-rate multiplier of p(S)'s logits (see setup)
 
 
@@ -83,6 +86,8 @@ class LatentDenoiser(nn.Module):
                mlp_dim=self.dec_mlp_dim, dtype=dtype)
     if self.decoder_mode == 'ar':
       self.decoder = ARDecoder(max_patch_len=self.max_patch_len, **dec)
+    elif self.decoder_mode == 'diffusion':
+      self.decoder = DiffusionDecoder(max_patch_len=self.max_patch_len, **dec)
     else:
       self.decoder = ParallelDecoder(max_patch_len=self.max_patch_len, **dec)
     # p(S), S = number of filled slots in 0..P_max: one logit per value, scaled
@@ -121,7 +126,8 @@ class LatentDenoiser(nn.Module):
     return self.contextualize(self.encode(patch_tokens, visible), slot_mask, deterministic)
 
   def _teacher_forced(self, cond, patch_tokens, lengths):
-    """D's outputs teacher-forced on rows [b * P, ...]: (outputs, tokens, lengths)."""
+    """D's outputs teacher-forced on rows [b * P, ...] (`ar`, `parallel`):
+    (outputs, tokens, lengths)."""
     b, p, _ = patch_tokens.shape
     rows = lambda x: x.reshape((b * p,) + x.shape[2:])
     cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
@@ -129,13 +135,24 @@ class LatentDenoiser(nn.Module):
       return self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r
     return self.decoder(cond_r, tok_r, len_r), tok_r, len_r
 
-  def patch_log_prob(self, cond, patch_tokens, lengths):
+  def patch_log_prob(self, cond, patch_tokens, lengths, key=None, schedule=None,
+                     t_min: float = 0.0):
     """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
-    per-symbol argmax hits and valid mask [b, P, L+1]."""
+    per-symbol argmax hits and valid mask [b, P, L+1] (`diffusion`: minus the
+    intra-patch NELBO, one draw of s and of the masking from `key` under
+    `schedule` (a `Schedule`), and hits / valid [b, P, L] at the hidden
+    positions; see `local_decoder.diffusion_patch_nelbo`)."""
     b, p, _ = patch_tokens.shape
-    out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
-    score = ar_patch_log_prob if self.decoder_mode == 'ar' else parallel_patch_log_prob
-    lp, hits, valid = score(out, tok_r, len_r)
+    if self.decoder_mode == 'diffusion':
+      rows = lambda x: x.reshape((b * p,) + x.shape[2:])
+      cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
+      bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r, len_r,
+                                                 key, schedule, t_min)
+      lp = -bound
+    else:
+      out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
+      score = ar_patch_log_prob if self.decoder_mode == 'ar' else parallel_patch_log_prob
+      lp, hits, valid = score(out, tok_r, len_r)
     unrow = lambda x: x.reshape((b, p) + x.shape[1:])
     return unrow(lp), unrow(hits), unrow(valid)
 
@@ -145,7 +162,12 @@ class LatentDenoiser(nn.Module):
     Returns a tuple of parts (log-probs [b, P, n, V], valid [b, P, n]):
       ar        one part: n = L+1 positions, V = DEC_VOCAB
       parallel  first byte (n = 1, V = 257), length given it (n = 1, V = L),
-                the other bytes given both (n = L, V = 257; 1 <= j < length)."""
+                the other bytes given both (n = L, V = 257; 1 <= j < length).
+    The `diffusion` decoder has no such product (its patch log-probability is
+    only bounded), so it has none."""
+    if self.decoder_mode == 'diffusion':
+      raise ValueError('symbol_log_probs: the diffusion decoder has no teacher-forced '
+                       'conditionals; distil an ar or parallel run')
     b, p, _ = patch_tokens.shape
     out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
     unrow = lambda x: x.reshape((b, p) + x.shape[1:])
@@ -170,4 +192,6 @@ class LatentDenoiser(nn.Module):
 
   def __call__(self, patch_tokens, lengths, slot_mask):
     cond = self.denoise(patch_tokens, slot_mask, slot_mask)
-    return self.patch_log_prob(cond, patch_tokens, lengths), self.count_log_probs()
+    # init only: any key and schedule trace the same parameters
+    return (self.patch_log_prob(cond, patch_tokens, lengths, jax.random.PRNGKey(0),
+                                Schedule('linear')), self.count_log_probs())

@@ -8,6 +8,10 @@ The sampler state is a dict of patch slots:
   slot_mask bool  [b, P]      slots in use (prompt + gap + suffix)
   enc       float [b, P, D]   the local encoder's output of every visible slot
   decoder_rows, encoder_rows  int32 []: slot rows the decoder / encoder ran on
+  decoder_passes      int32 []: Σ over decoded patches of the sequential decoder
+                      passes each needed (`ar` L+1, `parallel` 1, `diffusion` T_steps(p))
+  decoder_row_passes  int32 []: Σ over decoder calls of buffer rows x passes run
+                      (`diffusion`: the buffer's largest T_steps; frozen rows count)
 
 One step = one latent-network call and the local decoder on the slots it
 reveals. The local encoder sees each patch alone, so a slot is encoded once,
@@ -19,15 +23,19 @@ only on the revealed slots' rows (`slot_gather`).
 Scores: the adaptive sampler plans each row's step count from the decoder's
 estimate of the entropy of every masked patch (summed along one draw of the
 whole patch; `decoding`) and ranks slots by the entropy of their first
-symbol; the confidence sampler reveals slots whose most likely first symbol
-is probable enough — a score of the prediction, not of one random draw, and
-with no preference for short patches.
+symbol; the confidence sampler reveals the masked slots whose greedy patch
+(D's most likely symbol at every position) has a mean probability per symbol
+above the threshold — a score of the prediction, not of one random draw, and
+per symbol, so no preference for short patches. Its first version scored the
+first symbol alone, which never passed 0.5 on trained models: a patch starts
+where the entropy model is unsure, so every step revealed one slot.
 
 Prompts: the given bytes are patched with the run's own patcher (the entropy
 model for entropy modes) and stay visible as slots; generated slots follow. The
 prompt's last patch is taken as complete (the patcher cannot know what follows).
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -37,17 +45,24 @@ import numpy as np
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import slot_gather
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.sampling import categorical, loops, registry
 from bltdiff.sampling.options import SamplerOptions
 
+COUNTERS = ('decoder_rows', 'encoder_rows', 'decoder_passes', 'decoder_row_passes')
 
-ENTROPY_ESTIMATE_KEY = 7  # the draw behind the adaptive plan (any fixed key: an estimate)
+
+def intra_patch_rule(options: SamplerOptions) -> IntraPatchRule:
+  """The `diffusion` decoder's step rule of a run's options."""
+  return IntraPatchRule(options.intra_alpha, options.intra_min_steps)
 
 
+@dataclasses.dataclass(frozen=True)
 class SlotAdapter(registry.ModelAdapter):
   """The sampler's view of latent MDLM (`bltdiff.sampling.registry.Adapter`):
   a prediction is the decoder conditions [b, P, D_dec], a proposal the drawn
-  patches of the revealed slots."""
+  patches of the revealed slots. intra_patch: the `diffusion` decoder's rule."""
+  intra_patch: IntraPatchRule = EXACT_INTRA_PATCH
 
   def predict(self, st):
     visible = st['slot_mask'] & ~st['masked']
@@ -55,9 +70,10 @@ class SlotAdapter(registry.ModelAdapter):
 
   def propose(self, key, cond, st, unmask):
     b, p, d = cond.shape
-    out, lengths, decoded = self.model.decoder.draw_revealed(
-        self.params, key, cond.reshape(b * p, d), unmask.reshape(-1), self.top_p)
-    return dict(tokens=out.reshape(b, p, -1), lengths=lengths.reshape(b, p), decoded=decoded)
+    drawn = self.model.decoder.draw_revealed(self.params, key, cond.reshape(b * p, d),
+                                             unmask.reshape(-1), self.top_p, self.intra_patch)
+    return dict(drawn, tokens=drawn['tokens'].reshape(b, p, -1),
+                lengths=drawn['lengths'].reshape(b, p))
 
   def commit(self, st, proposal, unmask):
     tokens = jnp.where(unmask[..., None], proposal['tokens'], st['tokens'])
@@ -66,6 +82,9 @@ class SlotAdapter(registry.ModelAdapter):
                 lengths=jnp.where(unmask, proposal['lengths'], st['lengths']),
                 masked=st['masked'] & ~unmask,
                 decoder_rows=st['decoder_rows'] + proposal['decoded'],
+                decoder_passes=st['decoder_passes'] + jnp.sum(proposal['steps'], dtype=jnp.int32),
+                decoder_row_passes=st['decoder_row_passes']
+                + (proposal['decoded'] * proposal['passes']).astype(jnp.int32),
                 encoder_rows=st['encoder_rows'] + encoded)
 
   def masked(self, st):
@@ -79,14 +98,19 @@ class SlotAdapter(registry.ModelAdapter):
     return categorical.entropy_of(self._first_symbol(cond))
 
   def confidence_scores(self, cond, st):
-    """log-probability of each slot's most likely first symbol [b, P]."""
-    return jnp.max(self._first_symbol(cond), axis=-1)
+    """Mean log-probability per symbol of each masked slot's greedy patch
+    [b, P] (`decoding.PatchDecoder.greedy`; -inf elsewhere). D runs on the
+    masked slots' rows only; cost accounting counts all rows (an upper bound)."""
+    b, p, d = cond.shape
+    score_rows = lambda rows, index: self.model.decoder.greedy(self.params, rows)[2]
+    score, _ = slot_gather.map_selected(score_rows, cond.reshape(b * p, d),
+                                        st['masked'].reshape(-1), -jnp.inf)
+    return score.reshape(b, p)
 
   def remaining_entropy(self, cond, st):
     """Σ over masked slots of the decoder's estimate of the patch's entropy [b]."""
     b, p, d = cond.shape
-    _, _, entropy = self.model.decoder.draw(
-        self.params, jax.random.PRNGKey(ENTROPY_ESTIMATE_KEY), cond.reshape(b * p, d))
+    entropy = self.model.decoder.entropy_estimate(self.params, cond.reshape(b * p, d))
     return jnp.sum(jnp.where(st['masked'], entropy.reshape(b, p), 0.0), axis=-1)
 
 
@@ -128,7 +152,7 @@ def initial_state(num_samples: int, num_slots: int, max_patch_len: int, enc_dim:
   tile = lambda x: np.broadcast_to(x, (num_samples,) + x.shape).copy()
   return dict(tokens=tile(tokens), lengths=tile(lengths), masked=tile(masked),
               slot_mask=tile(slot_mask), enc=np.zeros((num_samples, num_slots, enc_dim), enc_dtype),
-              decoder_rows=np.int32(0), encoder_rows=np.int32(0))
+              **{name: np.int32(0) for name in COUNTERS})
 
 
 @functools.lru_cache(maxsize=32)
@@ -152,9 +176,15 @@ def compiled_sampler(model, options: SamplerOptions, draw_count: bool):
     visible = state['slot_mask'] & ~state['masked']  # the prompt's slots: encoded once, here
     enc, encoded = encode_revealed(model, params, state['tokens'], visible, state['enc'])
     state = dict(state, enc=enc, encoder_rows=state['encoder_rows'] + encoded)
-    return registry.run(SlotAdapter(model, params, options.top_p), key, state, options)
+    return registry.run(SlotAdapter(model, params, options.top_p, intra_patch_rule(options)),
+                        key, state, options)
 
   return run
+
+
+def counter_stats(state) -> dict:
+  """The state's work counters (`COUNTERS`) as host ints."""
+  return {name: int(state[name]) for name in COUNTERS}
 
 
 def slots_to_tokens(state, length: int):
@@ -210,7 +240,7 @@ def sample(model, params, key, options: SamplerOptions, *, num_samples: int, len
   run = compiled_sampler(model, options, gap_slots is None)
   state, stats = categorical.run_with_x64(run, params, key, jax.tree.map(jnp.asarray, state))
   tokens, totals = slots_to_tokens(state, length)
-  return tokens, dict(loops.summarize(stats), decoder_rows=int(state['decoder_rows']),
-                      encoder_rows=int(state['encoder_rows']), mean_bytes=float(totals.mean()),
+  return tokens, dict(loops.summarize(stats), **counter_stats(state),
+                      mean_bytes=float(totals.mean()),
                       row_bytes=totals.tolist(),
                       mean_patches=float(np.mean(np.sum(np.asarray(state['slot_mask']), -1))))

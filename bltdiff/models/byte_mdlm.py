@@ -69,11 +69,14 @@ def mask_tokens(key, x, alpha_t):
 TRAIN_T_MIN = 1e-3  # MDLM's sampling_eps; evaluation uses 0 (the whole bound)
 
 
-def nelbo(log_probs_fn, x, key, schedule: Schedule, t=None, t_min: float = 0.0):
+def nelbo(log_probs_fn, x, key, schedule: Schedule, t=None, t_min: float = 0.0,
+          with_predictions: bool = False):
   """Continuous-time NELBO per sequence, in nats: [batch].
 
   log_probs_fn(z [batch, length]) -> log p(x_0 | z) [batch, length, symbols];
-  t [batch] defaults to antithetic samples in (t_min, 1]."""
+  t [batch] defaults to antithetic samples in (t_min, 1]. with_predictions:
+  also return the log-probs and the masked positions bool [batch, length] (a
+  caller's metrics read them; the bound is the same)."""
   t_key, mask_key = jax.random.split(key)
   if t is None:
     t = antithetic_times(t_key, x.shape[0], t_min)
@@ -83,7 +86,8 @@ def nelbo(log_probs_fn, x, key, schedule: Schedule, t=None, t_min: float = 0.0):
   # Visible positions carry a point mass on their byte, so their nll is 0;
   # the `where` keeps 0·inf out of the sum if a caller's log-probs are -inf there.
   nll = jnp.where(masked, nll, 0.0)
-  return schedule.weight(t) * jnp.sum(nll, axis=-1)
+  bound = schedule.weight(t) * jnp.sum(nll, axis=-1)
+  return (bound, log_probs, masked) if with_predictions else bound
 
 
 class ByteMDLM(Model):

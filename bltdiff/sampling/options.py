@@ -10,6 +10,9 @@ from typing import Any
 
 from bltdiff.errors import ConfigError
 
+# SamplerOptions field -> its name in config.sample.intra_patch.
+INTRA_PATCH_CONFIG = {'intra_alpha': 'alpha', 'intra_min_steps': 'min_steps'}
+
 
 def _option(default, help_text: str):
   return dataclasses.field(default=default, metadata={'help': help_text})
@@ -28,6 +31,12 @@ class SamplerOptions:
   max_steps: int = _option(0, 'adaptive, confidence: most steps (0 = steps).')
   confidence_threshold: float = _option(0.9, 'confidence: reveal units whose proposal '
                                         'is more probable than this.')
+  # The `diffusion` local decoder's intra-patch rule (config: sample.intra_patch):
+  # T_steps(p) = min(L, max(ceil(intra_alpha * Ĥ(p)), intra_min_steps)).
+  intra_alpha: float = _option(1.0, 'diffusion decoder: intra-patch steps per nat of the '
+                               "patch's estimated entropy (large: one byte per step; 0: one "
+                               'pass).')
+  intra_min_steps: int = _option(1, 'diffusion decoder: fewest intra-patch steps per patch.')
 
   @property
   def step_cap(self) -> int:
@@ -36,15 +45,23 @@ class SamplerOptions:
 
   @classmethod
   def from_config(cls, sample_config: Any, overrides: dict | None = None) -> 'SamplerOptions':
-    """From config.sample (fields it lacks keep their defaults), then the
-    non-None overrides (command-line flags)."""
+    """From config.sample (fields it lacks keep their defaults; the intra_*
+    fields from its intra_patch section), then the non-None overrides
+    (command-line flags)."""
     names = [f.name for f in dataclasses.fields(cls)]
     values = {n: sample_config[n] for n in names if n in sample_config}
+    section = sample_config['intra_patch'] if 'intra_patch' in sample_config else {}
+    values.update({n: section[c] for n, c in INTRA_PATCH_CONFIG.items() if c in section})
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return cls(**values)
 
   def check(self, where: str = 'sample.'):
-    """Raises ConfigError naming the first bad option as `{where}{name}`."""
+    """Raises ConfigError naming the first bad option as `{where}{name}`
+    (config names: `sample.intra_patch.alpha` for intra_alpha, ...)."""
+    if where == 'sample.':
+      where_intra = lambda n: f'sample.intra_patch.{INTRA_PATCH_CONFIG[n]}'
+    else:
+      where_intra = lambda n: f'{where}{n}'
     positive = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
     if not positive(self.steps):
       raise ConfigError(f'{where}steps: must be a positive integer, got {self.steps!r}')
@@ -64,6 +81,12 @@ class SamplerOptions:
     if not 0.0 < self.confidence_threshold < 1.0:
       raise ConfigError(f'{where}confidence_threshold: must be in (0, 1), got '
                         f'{self.confidence_threshold}')
+    if not self.intra_alpha >= 0.0:
+      raise ConfigError(f'{where_intra("intra_alpha")}: must be non-negative, got '
+                        f'{self.intra_alpha}')
+    if not positive(self.intra_min_steps):
+      raise ConfigError(f'{where_intra("intra_min_steps")}: must be a positive integer, got '
+                        f'{self.intra_min_steps!r}')
 
 
 def option_help() -> dict[str, str]:

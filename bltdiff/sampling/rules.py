@@ -75,9 +75,10 @@ def entropy_adaptive_select(min_steps: int, max_steps: int):
 
 def confidence_select(threshold: float, min_steps: int, max_steps: int):
   """Fast-dLLM style: reveal every masked unit the model is confident about —
-  'confidence_scores' (log-probability of its most likely value, before any
-  draw) above log(threshold) — at least the most confident one, within the
-  step bounds."""
+  'confidence_scores' (log-probability per symbol of its most likely value,
+  before any draw: a byte's, or for a latent slot its greedy patch's mean)
+  above log(threshold) — at least the most confident one, within the step
+  bounds."""
   log_threshold = math.log(threshold)
 
   def choose(step, masked, scores, plan):

@@ -7,7 +7,8 @@ writing, through `tensorflow_import.import_quietly`. Everything else in bltdiff
 """
 
 import json
-import os
+
+from etils import epath
 
 from bltdiff import tensorflow_import
 
@@ -17,23 +18,24 @@ class JsonlWriter:
   readable without TensorBoard (tests, benchmarks, quick plots). Implements
   clu's MetricWriter interface; only scalars are written."""
 
-  def __init__(self, path: str, resumed_at: int = 0):
-    """resumed_at: the step the run resumed from; rows written after it by an
-    earlier, interrupted process are dropped (the steps are replayed)."""
-    self.path = path
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    if os.path.exists(path):
-      with open(path) as f:
-        rows = [line for line in f if line.strip()]
+  def __init__(self, path: epath.PathLike, resumed_at: int = 0):
+    """path: local or gs:// (etils.epath; appending to a GCS object rewrites
+    it, which a metrics file of kilobytes affords). resumed_at: the step the
+    run resumed from; rows written after it by an earlier, interrupted
+    process are dropped (the steps are replayed)."""
+    self.path = epath.Path(path)
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    if self.path.exists():
+      rows = [line + '\n' for line in self.path.read_text().splitlines() if line.strip()]
       kept = [line for line in rows if json.loads(line)['step'] <= resumed_at]
       if len(kept) < len(rows):
-        with open(path + '.tmp', 'w') as f:
-          f.writelines(kept)
-        os.replace(path + '.tmp', path)  # atomic: an interrupt here loses no row
+        tmp = self.path.with_name(self.path.name + '.tmp')
+        tmp.write_text(''.join(kept))
+        tmp.replace(self.path)  # atomic: an interrupt here loses no row
 
   def write_scalars(self, step, scalars):
     row = {'step': int(step), **{k: float(v) for k, v in scalars.items()}}
-    with open(self.path, 'a') as f:
+    with self.path.open('a') as f:
       f.write(json.dumps(row) + '\n')
 
   def write_summaries(self, step, values, metadata=None):
@@ -71,7 +73,7 @@ def make_writer(workdir: str, is_main_process: bool, resumed_at: int = 0):
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_main_process)
   if is_main_process:
     writer = metric_writers.MultiWriter([writer, JsonlWriter(
-        os.path.join(workdir, 'metrics.jsonl'), resumed_at)])
+        epath.Path(workdir) / 'metrics.jsonl', resumed_at)])
   return writer
 
 

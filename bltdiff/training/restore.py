@@ -5,10 +5,12 @@ wrote (the models themselves never read checkpoints)."""
 
 from typing import Any, NamedTuple
 
+import jax
+
 from bltdiff import entropy, patching
 from bltdiff.errors import BltdiffError
 from bltdiff.models import byte_ar
-from bltdiff.training import checkpointing, ema, state
+from bltdiff.training import checkpointing, ema, samples, state
 
 
 class LoadedRun(NamedTuple):
@@ -50,6 +52,10 @@ def load_entropy_model(workdir: str, *, chunk_len: int | None = None,
   config, params = restore_params(workdir)
   if config.model.kind != 'byte_ar':
     raise BltdiffError(f'{workdir} holds a {config.model.kind!r} model, not byte_ar')
+  if not all(x.is_fully_replicated for x in jax.tree.leaves(params)):
+    # Each process scores on its own devices with a whole copy (a collective:
+    # every process of the job loads the model together).
+    params = samples.replicate(params)
   module = byte_ar.make_byte_ar(config.model)
   return entropy.entropy_model_from_module(
       module, params, chunk_len=chunk_len or int(config.data.seq_len),

@@ -1,10 +1,10 @@
 """The periodic samples of a training run: workdir/samples/step_*.{txt,npy}."""
 
-import os
 import time
 
 import jax
 import numpy as np
+from etils import epath
 
 from bltdiff import sharding, text
 from bltdiff.sampling.options import SamplerOptions
@@ -28,17 +28,17 @@ def write_samples(model, params, config, workdir: str, step: int, key) -> str:
   tokens, stats = model.sample(params, key, options, num_samples=num_samples,
                                length=config.data.seq_len)
   wall = time.time() - start
-  out_dir = os.path.join(workdir, 'samples')
-  path = os.path.join(out_dir, f'step_{step:07d}.txt')
+  out_dir = epath.Path(workdir) / 'samples'  # local or gs://
+  path = out_dir / f'step_{step:07d}.txt'
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    np.save(path[:-4] + '.npy', tokens.astype(np.int16))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with path.with_suffix('.npy').open('wb') as f:
+      np.save(f, tokens.astype(np.int16))
     header = (f'# step {step}: {num_samples} samples, {stats["steps"]} steps, '
               f'{stats["latent_calls"]} network calls ({options.sampler}), {wall:.1f}s '
               f'(incl. compilation)\n')
-    with open(path, 'w', encoding='utf-8') as f:
-      f.write(header + text.render_samples(tokens))
-  return path
+    path.write_text(header + text.render_samples(tokens))
+  return str(path)
 
 
 def replicate(tree):
