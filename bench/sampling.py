@@ -97,7 +97,7 @@ SETTINGS = {
                 intra_alpha_default=1.0, intra_sweep_steps=32,
                 intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9],
                 distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
-                distill_steps_per_round=200),
+                distill_steps_per_round=100),
     'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256, 1024],
                 bltdiff_steps=[2, 4, 8, 16, 32, 64, 128], adaptive_alphas=[0.01, 0.02, 0.04, 0.08],
@@ -200,9 +200,12 @@ def grid(settings):
            f"{settings['intra_sweep_steps']} steps, intra_alpha={a:g}")
           for a in settings['intra_alphas'] if a != settings['intra_alpha_default']]
   if settings.get('distill', True):
+    # The teacher at its own step count and at each student's (what the
+    # rounds buy at equal steps), then the students.
     teacher = settings['distill_teacher_steps']
-    out.append((f'{DISTILLED}_teacher', SamplerOptions(sampler='cached', steps=teacher),
-                f'teacher {teacher} steps'))
+    out += [(f'{DISTILLED}_teacher', SamplerOptions(sampler='cached', steps=t),
+             f'teacher {t} steps')
+            for t in [teacher] + sorted(settings['distill_student_steps'])]
     out += [(f'{DISTILLED}_{t}', SamplerOptions(sampler='cached', steps=t), f'student {t} steps')
             for t in settings['distill_student_steps']]
   return out
@@ -398,23 +401,28 @@ def notes(out) -> str:
 def distilled_notes(rows) -> list[str]:
   """The distillation targets (issue 18), computed: does each student reach
   the teacher's gen-bpb (95% intervals overlap), and is its unigram entropy
-  within 2% of the data's?"""
-  teacher = next((r for r in rows if r['system'] == DISTILLED
-                  and r['option'].startswith('teacher')), None)
+  within 2% of the data's? Beside it, the undistilled teacher at the
+  student's own step count (what the rounds bought)."""
+  ours = [r for r in rows if r['system'] == DISTILLED]
+  teachers = {r['steps']: r for r in ours if r['option'].startswith('teacher')}
   data = next((r for r in rows if r['system'] == 'data'), None)
-  if teacher is None or data is None:
+  if not teachers or data is None:
     return []
+  teacher = teachers[max(teachers)]
+  overlap = lambda a, b: a['gen_bpb_ci'][0] <= b['gen_bpb_ci'][1] and (
+      b['gen_bpb_ci'][0] <= a['gen_bpb_ci'][1])
+  interval = lambda r: f"{r['gen_bpb']:.3f} [{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
   out = []
-  for r in sorted((r for r in rows if r['system'] == DISTILLED and r is not teacher),
+  for r in sorted((r for r in ours if r['option'].startswith('student')),
                   key=lambda r: r['steps']):
-    overlap = r['gen_bpb_ci'][0] <= teacher['gen_bpb_ci'][1] and (
-        teacher['gen_bpb_ci'][0] <= r['gen_bpb_ci'][1])
     entropy_gap = abs(r['unigram_entropy'] - data['unigram_entropy']) / data['unigram_entropy']
-    out.append(f"Distilled student at {r['steps']} steps: gen-bpb {r['gen_bpb']:.3f} "
-               f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}] against the teacher's "
-               f"{teacher['gen_bpb']:.3f} at {teacher['steps']} steps (intervals "
-               f"{'overlap' if overlap else 'do not overlap'}); unigram entropy "
-               f"{r['unigram_entropy']:.3f} bits, {100 * entropy_gap:.1f}% from the data's; "
+    same = teachers.get(r['steps'])
+    out.append(f"Distilled student at {r['steps']} steps: gen-bpb {interval(r)} against the "
+               f"teacher's {interval(teacher)} at {teacher['steps']} steps (intervals "
+               f"{'overlap' if overlap(r, teacher) else 'do not overlap'})"
+               + (f" and {interval(same)} at {r['steps']} steps" if same else '')
+               + f"; unigram entropy {r['unigram_entropy']:.3f} bits, "
+               f"{100 * entropy_gap:.1f}% from the data's; "
                f"{r['wall_s_per_sample'] / teacher['wall_s_per_sample']:.2f}x the teacher's wall "
                f"time per sample.")
   return out

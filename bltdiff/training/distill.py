@@ -60,6 +60,9 @@ def load_teacher_config(teacher_dir: str):
   if saved.model.kind != 'latent_mdlm' or saved.get('patching') is None:
     raise ConfigError(f'distill.teacher: {teacher_dir} holds a {saved.model.kind!r} run; '
                       f'distillation needs a latent_mdlm run')
+  if saved.model.decoder_mode == 'diffusion':
+    raise ConfigError(f'distill.teacher: {teacher_dir} has the diffusion local decoder, whose '
+                      f'patch probabilities are only bounded; distil an ar or parallel run')
   if saved.data.get('format', 'text') != 'text':
     raise ConfigError(f'distill.teacher: {teacher_dir} was trained on '
                       f'data.format={saved.data.format!r}; distillation takes text runs')
