@@ -71,7 +71,8 @@ def sample_config(**overrides) -> ml_collections.ConfigDict:
   c = {k: v for k, v in defaults.items() if k not in INTRA_PATCH_CONFIG}
   c.update(num_samples=4, block_length=0)  # 0 = half the context, for --total_length
   # The `diffusion` local decoder's intra-patch steps T_steps(p) =
-  # min(L, max(ceil(alpha * Ĥ(p)), min_steps)); flags --intra_alpha, --intra_min_steps.
+  # min(L, max(ceil(alpha * Ĥ(p)), min_steps)); flags --intra_alpha, --intra_min_steps
+  # (or, with the cached / ancestral sampler, --adaptive_alpha, --min_steps).
   c['intra_patch'] = {config_name: defaults[field]
                       for field, config_name in INTRA_PATCH_CONFIG.items()}
   c.update(overrides)
