@@ -93,6 +93,9 @@ def section_sampling(data) -> str:
                          'decoder_passes_per_byte', 'flops_per_byte', 'wall_s_per_sample'])
           + '\n\nSamples: `bench/results/samples/` (the first samples of every row).'
           + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)'
+          + ('\n\n![gen-bpb against steps: distilled students and their teacher]'
+             '(bench/results/sampling_steps.png)'
+             if any(r['system'] == 'bltdiff_distilled' for r in data['rows']) else '')
           + ('\n\n![intra-patch steps against the estimated patch entropy]'
              '(bench/results/sampling_intra_patch.png)' if data.get('intra_patch_plan') else ''))
 

@@ -19,6 +19,14 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   decoder: the cached sampler at every fixed step count with the intra-patch
   rule at intra_alpha_default, and at intra_sweep_steps each of intra_alphas
   (0: one pass per patch; 1e9: one byte per pass).
+- Distilled (system `bltdiff_distilled`, unless --nodistill): the bltdiff `ar`
+  run as the teacher of SDTT rounds (bltdiff/training/distill.py, the train
+  section of configs/distill_demo.py, `distill_steps_per_round` steps each)
+  that halve `distill_teacher_steps` down to the fewest of
+  `distill_student_steps`; rows for the teacher at its step count and for
+  each round's student at its own, cached sampler. Their plot is
+  sampling_steps.png: gen-bpb against steps for the teacher (the bltdiff `ar`
+  cached rows) and the students.
 - Every row draws `seeds` batches of `batch` samples of `length` bytes (seed s
   = PRNGKey(s)), the batches of all rows interleaved seed by seed. Per row:
   gen-bpb (bits per byte under the evaluator, all samples together) with a 95%
@@ -36,14 +44,16 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   levels both reach; byte AR at the best quality bltdiff reaches; and the old
   fixed reference (byte MDLM at its largest T) as a secondary line.
 Writes --out (bench/results/sampling.json), sampling_flops.png,
-sampling_wall.png and sampling_intra_patch.png (the `diffusion` decoder's
+sampling_wall.png, sampling_intra_patch.png (the `diffusion` decoder's
 intra-patch steps against its estimate Ĥ(p) on validation patches, half the
-slots masked, at each intra_alpha) beside it, the first samples of every row under samples/
+slots masked, at each intra_alpha) and sampling_steps.png (distilled students
+and their teacher) beside it, the first samples of every row under samples/
 beside it, and (for bench/results) BENCHMARKS.md.
 """
 
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -64,7 +74,8 @@ from bltdiff import commands, frontier, sample_quality, sampling_cost, text, voc
 from bltdiff.data import pipeline  # noqa: E402
 from bltdiff.latent.intra_patch import IntraPatchRule  # noqa: E402
 from bltdiff.sampling.options import SamplerOptions  # noqa: E402
-from bltdiff.training import restore  # noqa: E402
+from bltdiff.training import distill, restore  # noqa: E402
+from configs import distill_demo  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
 SAMPLES_SHOWN = 16  # samples written as text per row
@@ -74,7 +85,8 @@ SETTINGS = {
     'smoke': dict(length=256, batch=4, seeds=2, scale=1.0, evaluator_flops_factor=0.1,
                   byte_mdlm_steps=[16], bltdiff_steps=[8], adaptive_alphas=[0.02],
                   confidence_thresholds=[0.7], min_steps=2, max_steps=64,
-                  intra_alpha_default=1.0, intra_sweep_steps=8, intra_alphas=[0.0, 1.0, 1e9]),
+                  intra_alpha_default=1.0, intra_sweep_steps=8, intra_alphas=[0.0, 1.0, 1e9],
+                  distill_teacher_steps=8, distill_student_steps=[2], distill_steps_per_round=4),
     'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256], bltdiff_steps=[2, 4, 8, 16, 32, 64],
                 # The greedy patch's mean probability per symbol stays under 0.5 for
@@ -83,14 +95,19 @@ SETTINGS = {
                 adaptive_alphas=[0.01, 0.02, 0.04], confidence_thresholds=[0.3, 0.4, 0.5],
                 min_steps=2, max_steps=64,
                 intra_alpha_default=1.0, intra_sweep_steps=32,
-                intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9]),
+                intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9],
+                distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
+                distill_steps_per_round=100),
     'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256, 1024],
                 bltdiff_steps=[2, 4, 8, 16, 32, 64, 128], adaptive_alphas=[0.01, 0.02, 0.04, 0.08],
                 confidence_thresholds=[0.5, 0.7, 0.9], min_steps=2, max_steps=128,
                 intra_alpha_default=1.0, intra_sweep_steps=32,
-                intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9]),
+                intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9],
+                distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
+                distill_steps_per_round=1000),
 }
+DISTILLED = 'bltdiff_distilled'
 
 
 def evaluator_config(budget: float, factor: float):
@@ -126,6 +143,38 @@ def train_systems(settings, workdir: str):
   return runs, rows, evaluator
 
 
+def distill_systems(settings, runs, workdir: str) -> dict:
+  """SDTT rounds from the bltdiff `ar` run (reused when already done): each
+  round halves distill_teacher_steps, down to the fewest distill_student_steps.
+  Returns {system name: run directory} of the teacher and the students."""
+  teacher_steps = settings['distill_teacher_steps']
+  rounds = round(math.log2(teacher_steps / min(settings['distill_student_steps'])))
+  config = distill_demo.get_config()
+  config.distill.update(teacher=runs['bltdiff_ar'], teacher_steps=teacher_steps, rounds=rounds,
+                        step_ratio=2)
+  steps = settings['distill_steps_per_round']
+  config.train.update(num_steps=steps, warmup_steps=min(config.train.warmup_steps, steps),
+                      log_every=min(config.train.log_every, steps), eval_every=steps,
+                      sample_every=steps, checkpoint_every=steps)
+  out = Path(workdir) / f"scale_{settings['scale']:g}" / DISTILLED
+  print(f'== {DISTILLED}: {rounds} rounds of {steps} steps from {runs["bltdiff_ar"]}', flush=True)
+  commands.distill(config, str(out))
+  systems = {f'{DISTILLED}_teacher': runs['bltdiff_ar']}
+  for r in range(1, rounds + 1):
+    if teacher_steps // 2 ** r in settings['distill_student_steps']:
+      systems[f'{DISTILLED}_{teacher_steps // 2 ** r}'] = distill.round_dir(str(out), r)
+  return systems
+
+
+def row_system(name: str) -> tuple[str, str | None]:
+  """A grid system name -> (the row's system, its decoder mode)."""
+  if name.startswith(DISTILLED):
+    return DISTILLED, 'ar'
+  if name.startswith('bltdiff'):
+    return 'bltdiff', name.split('_')[1]
+  return name, None
+
+
 def grid(settings):
   """[(system name, SamplerOptions, option label)] of every row."""
   cap = dict(min_steps=settings['min_steps'], max_steps=settings['max_steps'])
@@ -150,6 +199,15 @@ def grid(settings):
   out += [('bltdiff_diffusion', cached(settings['intra_sweep_steps'], a),
            f"{settings['intra_sweep_steps']} steps, intra_alpha={a:g}")
           for a in settings['intra_alphas'] if a != settings['intra_alpha_default']]
+  if settings.get('distill', True):
+    # The teacher at its own step count and at each student's (what the
+    # rounds buy at equal steps), then the students.
+    teacher = settings['distill_teacher_steps']
+    out += [(f'{DISTILLED}_teacher', SamplerOptions(sampler='cached', steps=t),
+             f'teacher {t} steps')
+            for t in [teacher] + sorted(settings['distill_student_steps'])]
+    out += [(f'{DISTILLED}_{t}', SamplerOptions(sampler='cached', steps=t), f'student {t} steps')
+            for t in settings['distill_student_steps']]
   return out
 
 
@@ -176,11 +234,20 @@ def intra_patch_plan(settings, run, batches: int = 2):
               max_patch_len=model.patch_config.max_patch_len)
 
 
-def generate(settings, loaded, samplers=None):
-  """Draws every row's batches (only the rows of `samplers`, when given),
-  interleaved seed by seed. Returns (rows,
+def in_partial_run(system: str, sampler: str, samplers=None, systems=None) -> bool:
+  """Whether a grid row (its system name and sampler) is one a partial run
+  measures: of one of `samplers` and of one of `systems` (a grid name or
+  the prefix of some, e.g. bltdiff_distilled); None: any."""
+  return ((samplers is None or sampler in samplers)
+          and (systems is None or any(system == s or system.startswith(s + '_')
+                                      for s in systems)))
+
+
+def generate(settings, loaded, samplers=None, systems=None):
+  """Draws every row's batches (only those `in_partial_run`, when samplers or
+  systems are given), interleaved seed by seed. Returns (rows,
   {row index: {'tokens': [...], 'stats': [...], 'seconds': [...]}})."""
-  rows = [r for r in grid(settings) if samplers is None or r[1].sampler in samplers]
+  rows = [r for r in grid(settings) if in_partial_run(r[0], r[1].sampler, samplers, systems)]
   out = {i: dict(tokens=[], stats=[], seconds=[]) for i in range(len(rows))}
   for seed in range(settings['seeds']):
     for i, (system, options, _) in enumerate(rows):
@@ -197,10 +264,10 @@ def generate(settings, loaded, samplers=None):
   return rows, out
 
 
-def measure(settings, loaded, evaluator, out_dir: Path, samplers=None):
-  """The result rows of the grid (of `samplers` only, when given); their first
-  samples are written to out_dir/samples."""
-  rows, drawn = generate(settings, loaded, samplers)
+def measure(settings, loaded, evaluator, out_dir: Path, samplers=None, systems=None):
+  """The result rows of the grid (those `in_partial_run`, when samplers or
+  systems are given); their first samples are written to out_dir/samples."""
+  rows, drawn = generate(settings, loaded, samplers, systems)
   length, batch = settings['length'], settings['batch']
   results = []
   for i, (system, options, label) in enumerate(rows):
@@ -211,11 +278,11 @@ def measure(settings, loaded, evaluator, out_dir: Path, samplers=None):
     run_flops = [sampling_cost.run_flops(model, params, options, s, batch, length)['total']
                  for s in stats]
     generated = [int(np.sum(tokens < vocab.NUM_DATA_SYMBOLS)) for tokens in drawn[i]['tokens']]
+    name, decoder_mode = row_system(system)
     passes = (sum(s['decoder_passes'] for s in stats) / max(sum(generated), 1)
               if 'decoder_passes' in stats[0] else None)
     results.append(dict(
-        system='bltdiff' if system.startswith('bltdiff') else system, sampler=options.sampler,
-        decoder_mode=system.split('_')[1] if system.startswith('bltdiff') else None,
+        system=name, sampler=options.sampler, decoder_mode=decoder_mode,
         steps=options.steps, option=label,
         steps_taken=float(np.mean([s['steps_taken'] for s in stats])),
         num_samples=len(samples), seeds=len(stats), **quality,
@@ -319,14 +386,46 @@ def notes(out) -> str:
     parts.append(f"Secondary (fixed reference {f['fixed_reference']['byte_mdlm_setting']}): "
                  f"{fixed['flops_ratio']:.1f}x FLOPs, {fixed['wall_ratio']:.1f}x wall.")
   parts.extend(caveats(out['rows']))
+  parts.extend(distilled_notes(out['rows']))
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
   for run in out.get('partial_runs', ()):
-    parts.append(f"The {', '.join(run['samplers'])} rows were measured again on {run['date']}, "
-                 'apart from the others (wall times of runs apart compare less well).')
+    which = ', '.join(run.get('samplers', []) + run.get('systems', []))
+    parts.append(f"The {which} rows were measured on {run['date']}, apart from the others "
+                 '(wall times of runs apart compare less well).')
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
   return ' '.join(parts)
+
+
+def distilled_notes(rows) -> list[str]:
+  """The distillation targets (issue 18), computed: does each student reach
+  the teacher's gen-bpb (95% intervals overlap), and is its unigram entropy
+  within 2% of the data's? Beside it, the undistilled teacher at the
+  student's own step count (what the rounds bought)."""
+  ours = [r for r in rows if r['system'] == DISTILLED]
+  teachers = {r['steps']: r for r in ours if r['option'].startswith('teacher')}
+  data = next((r for r in rows if r['system'] == 'data'), None)
+  if not teachers or data is None:
+    return []
+  teacher = teachers[max(teachers)]
+  overlap = lambda a, b: a['gen_bpb_ci'][0] <= b['gen_bpb_ci'][1] and (
+      b['gen_bpb_ci'][0] <= a['gen_bpb_ci'][1])
+  interval = lambda r: f"{r['gen_bpb']:.3f} [{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
+  out = []
+  for r in sorted((r for r in ours if r['option'].startswith('student')),
+                  key=lambda r: r['steps']):
+    entropy_gap = abs(r['unigram_entropy'] - data['unigram_entropy']) / data['unigram_entropy']
+    same = teachers.get(r['steps'])
+    out.append(f"Distilled student at {r['steps']} steps: gen-bpb {interval(r)} against the "
+               f"teacher's {interval(teacher)} at {teacher['steps']} steps (intervals "
+               f"{'overlap' if overlap(r, teacher) else 'do not overlap'})"
+               + (f" and {interval(same)} at {r['steps']} steps" if same else '')
+               + f"; unigram entropy {r['unigram_entropy']:.3f} bits, "
+               f"{100 * entropy_gap:.1f}% from the data's; "
+               f"{r['wall_s_per_sample'] / teacher['wall_s_per_sample']:.2f}x the teacher's wall "
+               f"time per sample.")
+  return out
 
 
 def short_headline(out) -> str:
@@ -393,11 +492,15 @@ def define_flags():
   flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
                       'Run directory, shared with bench/likelihood.py (finished runs are reused).')
   flags.DEFINE_string('out', str(RESULTS / 'sampling.json'), 'Results JSON.')
+  flags.DEFINE_bool('distill', True, f'Distil the bltdiff ar run and add {DISTILLED} rows '
+                    '(teacher and students; bltdiff/training/distill.py).')
   flags.DEFINE_bool('from_json', False, 'Measure nothing: recompute the frontier, the notes, the '
                     'plots and BENCHMARKS.md from the rows already in --out.')
   flags.DEFINE_list('samplers', None, 'Measure only the rows of these samplers (e.g. '
                     'confidence) and replace them in --out, keeping its other rows; the JSON '
                     'records the partial run (`partial_runs`) and the notes say so.')
+  flags.DEFINE_list('systems', None, 'Measure only the rows of these grid systems (e.g. '
+                    f'bltdiff_diffusion,{DISTILLED}), as --samplers does (both: rows of both).')
 
 
 def summarize(out: dict, out_path: Path):
@@ -408,8 +511,11 @@ def summarize(out: dict, out_path: Path):
   out['notes'] = notes(out)
   out['headline'] = short_headline(out)
   out_path.write_text(json.dumps(out, indent=1))
-  sampling_plots.plot(rows, data, out_path.with_name(out_path.stem + '_flops.png'),
+  sampling_plots.plot([r for r in rows if r['system'] != DISTILLED], data,
+                      out_path.with_name(out_path.stem + '_flops.png'),
                       out_path.with_name(out_path.stem + '_wall.png'))
+  if any(r['system'] == DISTILLED for r in rows):
+    sampling_plots.plot_steps(rows, data, DISTILLED, out_path.with_name(out_path.stem + '_steps.png'))
   if out.get('intra_patch_plan'):
     sampling_plots.plot_intra_patch(out['intra_patch_plan'],
                                     out_path.with_name(out_path.stem + '_intra_patch.png'))
@@ -418,21 +524,30 @@ def summarize(out: dict, out_path: Path):
   print(out['notes'])
 
 
-def replace_rows(out_path: Path, settings, config: str, rows, samplers, seconds: float):
-  """Puts a partial run's rows (every row of `samplers`) in place of that
-  sampler's rows in the JSON at out_path, whose other rows stay, and records
-  the run, so that the notes can say which rows were measured when."""
+def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems, seconds: float,
+                 plan=None):
+  """Puts a partial run's rows (every row `in_partial_run`) in place of the
+  same rows in the JSON at out_path, whose other rows stay, and records the
+  run, so that the notes can say which rows were measured when; `plan`
+  replaces the intra-patch plan."""
   if not out_path.exists():
     sys.exit(f'--samplers: {out_path} has no full run to add rows to')
   out = json.loads(out_path.read_text())
   if out['config'] != config or out['settings']['batch'] != settings['batch']:
     sys.exit(f"--samplers: {out_path} was measured with --config={out['config']}")
-  out['settings'] = dict(out['settings'], **{k: settings[k] for k in settings
-                                              if k.endswith(('_alphas', '_thresholds'))})
-  kept = [r for r in out['rows'] if r['sampler'] not in samplers and r['system'] != 'data']
+  out['settings'] = dict(out['settings'], **{k: v for k, v in settings.items()
+                                              if k not in out['settings']
+                                              or k.endswith(('_alphas', '_thresholds'))})
+  names = systems and {row_system(s) for s in systems}
+  replaced = lambda r: ((samplers is None or r['sampler'] in samplers)
+                        and (names is None or (r['system'], r['decoder_mode']) in names))
+  kept = [r for r in out['rows'] if not replaced(r) and r['system'] != 'data']
   out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
+  if plan is not None:
+    out['intra_patch_plan'] = plan
   out.setdefault('partial_runs', []).append(dict(
-      samplers=list(samplers), date=time.strftime('%Y-%m-%d'), seconds=round(seconds, 1),
+      samplers=list(samplers or ()), systems=list(systems or ()),
+      date=time.strftime('%Y-%m-%d'), seconds=round(seconds, 1),
       machine=report.machine_description()))
   summarize(out, out_path)
 
@@ -446,17 +561,24 @@ def main(argv):
   settings = dict(SETTINGS[args.config])
   if args.scale is not None:
     settings['scale'] = args.scale
+  settings['distill'] = args.distill
   if not likelihood.CORPUS.is_dir():
     sys.exit(f'development corpus not found at {likelihood.CORPUS}')
   begin = time.time()
   runs, system_rows, evaluator_row = train_systems(settings, args.workdir)
+  if settings['distill']:
+    runs.update(distill_systems(settings, runs, args.workdir))
   train_s = time.time() - begin
   loaded = {name: restore.load_for_inference(path) for name, path in runs.items()}
   out_path = Path(args.out)
-  if args.samplers:
-    replace_rows(out_path, settings, args.config,
-                 measure(settings, loaded, loaded['evaluator'], out_path.parent, args.samplers),
-                 args.samplers, time.time() - begin)
+  if args.samplers or args.systems:
+    rows = measure(settings, loaded, loaded['evaluator'], out_path.parent, args.samplers,
+                   args.systems)
+    plan = (intra_patch_plan(settings, loaded['bltdiff_diffusion'])
+            if in_partial_run('bltdiff_diffusion', 'cached', args.samplers, args.systems)
+            else None)
+    replace_rows(out_path, settings, args.config, rows, args.samplers, args.systems,
+                 time.time() - begin, plan)
     return
   rows = measure(settings, loaded, loaded['evaluator'], out_path.parent)
   data = data_row(loaded['evaluator'].config, loaded['evaluator'], settings)

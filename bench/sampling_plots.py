@@ -1,6 +1,7 @@
 """Plots of bench/sampling.py: gen-bpb against FLOPs per byte and against wall
 time per sample, one curve per system and sampler family, with the 95%
-intervals as error bars and the data's own gen-bpb as a line; and the
+intervals as error bars and the data's own gen-bpb as a line; gen-bpb
+against the step count for a distilled student and its teacher; and the
 `diffusion` decoder's intra-patch steps against its entropy estimate."""
 
 import matplotlib
@@ -41,6 +42,36 @@ def plot(rows, data, path_flops, path_wall):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_steps(rows, data, distilled: str, path):
+  """gen-bpb against sampler steps: the teacher (bltdiff ar, cached, every
+  step count, and the distilled system's teacher row) and the distilled
+  students (system `distilled`, option 'student ...'), with 95% intervals."""
+  teacher = [r for r in rows if (r['system'] == 'bltdiff' and r['decoder_mode'] == 'ar'
+                                 and r['sampler'] == 'cached')
+             or (r['system'] == distilled and r['option'].startswith('teacher'))]
+  student = [r for r in rows if r['system'] == distilled and r['option'].startswith('student')]
+  fig, ax = plt.subplots(figsize=(6.4, 4.4))
+  for name, points, marker in (('teacher (bltdiff ar, cached)', teacher, 'o'),
+                               ('distilled student (cached)', student, 's')):
+    by_steps = {r['steps']: r for r in points}  # one point per step count
+    points = [by_steps[t] for t in sorted(by_steps)]
+    if not points:
+      continue
+    err = [[r['gen_bpb'] - r['gen_bpb_ci'][0] for r in points],
+           [r['gen_bpb_ci'][1] - r['gen_bpb'] for r in points]]
+    ax.errorbar([r['steps'] for r in points], [r['gen_bpb'] for r in points], yerr=err,
+                marker=marker, ms=5, capsize=2, lw=1, label=name)
+  ax.axhline(data['gen_bpb'], color='k', ls='--', lw=1, label='validation text')
+  ax.set_xscale('log', base=2)
+  ax.set_xlabel('sampler steps (latent network calls at most)')
+  ax.set_ylabel('gen-bpb under the evaluator (95% interval)')
+  ax.set_title('few-step sampling by distillation (SDTT rounds)', fontsize=9)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 def plot_intra_patch(plan, path, bins: int = 12):

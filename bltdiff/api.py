@@ -84,7 +84,8 @@ class InferenceModel:
       raise ConfigError(f'{unknown[0]}: not a sampler option; options are '
                         f'{", ".join(option_defaults())}')
     request = sample_request.make_request(
-        self.config, SamplerOptions.from_config(self.config.sample, options),
+        self.config, SamplerOptions.from_config(self.config.sample, options,
+                                                self.config.model.get('decoder_mode')),
         num_samples=num_samples, length=length, gap=gap, total_length=total_length,
         prompt=None if prompt is None else as_bytes(prompt, 'prompt'),
         suffix=None if suffix is None else as_bytes(suffix, 'suffix'), where='')

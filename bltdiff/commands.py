@@ -8,8 +8,8 @@ from etils import epath
 
 from bltdiff import sharding
 from bltdiff import data_chain
-from bltdiff.training import (checkpointing, evaluation, export as inference_export, loop,
-                              restore, steps)
+from bltdiff.training import (checkpointing, distill as distillation_rounds, evaluation,
+                              export as inference_export, loop, restore, steps)
 
 
 def train(config, workdir: str, stop_at_step: int | None = None):
@@ -19,6 +19,13 @@ def train(config, workdir: str, stop_at_step: int | None = None):
   checkpointing.check_resumable(config, workdir)
   config = data_chain.prepare_run_data(config, workdir)
   return loop.train_and_evaluate(config, workdir, stop_at_step=stop_at_step)
+
+
+def distill(config, workdir: str, stop_at_step: int | None = None) -> list[str]:
+  """Distillation rounds from config.distill.teacher into workdir/round_*
+  (bltdiff/training/distill.py), resuming where they stopped. Returns the
+  round directories finished."""
+  return distillation_rounds.distill(config, workdir, stop_at_step=stop_at_step)
 
 
 def evaluate(workdir: str) -> dict:

@@ -53,19 +53,7 @@ def validate(config, num_batch_shards: int = 1):
   if data_format == 'pairs':
     _check_pairs(config)
 
-  t = config.train
-  _positive_int(config, 'train.num_steps', allow_zero=True)
-  _positive_int(config, 'train.batch_size')
-  _require(t.batch_size % num_batch_shards == 0,
-           f'train.batch_size: {t.batch_size} is not divisible by the {num_batch_shards} '
-           f'devices the batch is split over (processes x mesh.data x mesh.fsdp)')
-  _require(t.learning_rate > 0, f'train.learning_rate: must be positive, got {t.learning_rate}')
-  _positive_int(config, 'train.warmup_steps', allow_zero=True)
-  _require(isinstance(t.ema_rate, (int, float)) and 0.0 <= t.ema_rate < 1.0,
-           f'train.ema_rate: must be in [0, 1) (0 = no EMA), got {t.ema_rate!r}')
-  for field in ('log_every', 'eval_every', 'sample_every', 'checkpoint_every', 'eval_batches',
-                'keep_checkpoints', 'grad_accum_steps'):
-    _positive_int(config, f'train.{field}')
+  _check_train(config, num_batch_shards)
 
   s = config.sample
   _positive_int(config, 'sample.num_samples')
@@ -82,6 +70,47 @@ def validate(config, num_batch_shards: int = 1):
              f'{block} (semi-autoregressive blocks must tile the context)')
 
   model_cls.validate(config)
+
+
+def _check_train(config, num_batch_shards: int):
+  """The train section: optimizer and the loop's cadence."""
+  t = config.train
+  _positive_int(config, 'train.num_steps', allow_zero=True)
+  _positive_int(config, 'train.batch_size')
+  _require(t.batch_size % num_batch_shards == 0,
+           f'train.batch_size: {t.batch_size} is not divisible by the {num_batch_shards} '
+           f'devices the batch is split over (processes x mesh.data x mesh.fsdp)')
+  _require(t.learning_rate > 0, f'train.learning_rate: must be positive, got {t.learning_rate}')
+  _positive_int(config, 'train.warmup_steps', allow_zero=True)
+  _require(isinstance(t.ema_rate, (int, float)) and 0.0 <= t.ema_rate < 1.0,
+           f'train.ema_rate: must be in [0, 1) (0 = no EMA), got {t.ema_rate!r}')
+  for field in ('log_every', 'eval_every', 'sample_every', 'checkpoint_every', 'eval_batches',
+                'keep_checkpoints', 'grad_accum_steps'):
+    _positive_int(config, f'train.{field}')
+
+
+def is_distillation(config) -> bool:
+  """A distillation command config: a distill section and no model of its own
+  (a round's saved config.json has both, and is an ordinary run's)."""
+  return config.get('distill') is not None and config.get('model') is None
+
+
+def validate_distill(config, num_batch_shards: int = 1):
+  """A distillation config (configs/distill_demo.py): its distill, train and
+  mesh sections; the model, data and patcher are the teacher run's
+  (bltdiff.training.distill checks the teacher when it reads it)."""
+  d = config.get('distill')
+  _require(isinstance(d.teacher, str) and bool(d.teacher),
+           'distill.teacher: give the workdir of a trained latent MDLM run '
+           '(--config.distill.teacher=DIR)')
+  for field in ('teacher_steps', 'rounds', 'step_ratio'):
+    _positive_int(config, f'distill.{field}')
+  _require(d.step_ratio >= 2, f'distill.step_ratio: must be at least 2, got {d.step_ratio}')
+  _require(d.teacher_steps % d.step_ratio ** d.rounds == 0,
+           f'distill.rounds: {d.rounds} rounds of step_ratio {d.step_ratio} do not divide '
+           f'distill.teacher_steps={d.teacher_steps} (round r samples with '
+           f'teacher_steps / step_ratio^r steps)')
+  _check_train(config, num_batch_shards)
 
 
 def _check_pairs(config):

@@ -9,6 +9,11 @@
 The model comes from the latest checkpoint of the training run in --workdir,
 or from an export (--checkpoint, written by --mode=export; see
 bltdiff/training/export.py), which needs neither --config nor the run.
+A `diffusion` decoder run decodes each patch in T_steps(p) = min(L,
+max(⌈α·Ĥ(p)⌉, T_min)) intra-patch steps: with the cached or ancestral sampler,
+--adaptive_alpha=α --min_steps=T_min set them (the proposal's names); with
+adaptive or confidence those are the latent sampler's own, and
+--intra_alpha / --intra_min_steps (which always win) set the patch rule.
 Prompting, infilling and --total_length: see bltdiff/sample_request.py (the
 Python API `bltdiff.load(DIR).sample(...)` takes the same requests).
 
@@ -54,7 +59,8 @@ def run_sample_command(workdir: str | None, checkpoint: str | None = None):
   export in checkpoint: the architecture comes from the model, the sampler
   options from the flags over its config.sample. Returns (tokens, stats)."""
   def checked_request(config):
-    options = SamplerOptions.from_config(config.sample, option_overrides())
+    options = SamplerOptions.from_config(config.sample, option_overrides(),
+                                         config.model.get('decoder_mode'))
     return sample_request.make_request(
         config, options, num_samples=NUM_SAMPLES.value, length=LENGTH.value,
         prompt=read_prompt(PROMPT.value, PROMPT_FILE.value),

@@ -5,7 +5,9 @@ r"""bltdiff's one entry point.
   python -m bltdiff.main --mode=sample --checkpoint=EXPORT_DIR [sampling flags]
 
 train (default): trains, evaluates and writes samples periodically, resuming
-  from the latest checkpoint in --workdir if there is one.
+  from the latest checkpoint in --workdir if there is one. A distillation
+  config (a `distill` section, no model: configs/distill_demo.py) runs the
+  rounds of bltdiff/training/distill.py instead, into --workdir/round_*.
 eval: bits per byte of the latest checkpoint on the validation split.
 sample: samples from the latest checkpoint, or from an export with
   --checkpoint (no --config needed); see bltdiff/generate.py for flags.
@@ -106,7 +108,15 @@ def check_devices(config):
       data, fsdp, _ = sharding.mesh_shape(c.mesh, jax.device_count())
     except ValueError as e:
       raise ConfigError(f'{name}{e} (jax sees {jax.device_count()} devices)')
-    config_checks.validate(c, num_batch_shards=data * fsdp)
+    validate_config(c, num_batch_shards=data * fsdp)
+
+
+def validate_config(config, num_batch_shards: int = 1):
+  """A run config, or a distillation config (configs/distill_demo.py)."""
+  if config_checks.is_distillation(config):
+    config_checks.validate_distill(config, num_batch_shards)
+  else:
+    config_checks.validate(config, num_batch_shards)
 
 
 def main(argv):
@@ -135,11 +145,14 @@ def main(argv):
   try:
     # Fail on a bad field before anything is compiled, read or logged.
     if config is not None:
-      config_checks.validate(config)
+      validate_config(config)
     if _MODE.value == 'train':
       check_devices(config)
       from bltdiff import commands  # imported here: a config error needs none of it
-      commands.train(config, workdir, stop_at_step=_STOP_AT.value)
+      if config_checks.is_distillation(config):
+        commands.distill(config, workdir, stop_at_step=_STOP_AT.value)
+      else:
+        commands.train(config, workdir, stop_at_step=_STOP_AT.value)
     elif _MODE.value == 'eval':
       from bltdiff import commands
       commands.evaluate(workdir)  # the trained run's own config decides

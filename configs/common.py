@@ -8,6 +8,7 @@ silent default. Tests and benchmarks build their configs from these helpers too.
   byte_model(kind) / latent_model()             model sections
   patching_config()                             BLT patching of latent MDLM
   entropy_model_run(data)                       the small byte AR that scores entropies
+  distill_config() / distill_run(...)           distillation rounds from a trained latent MDLM
 """
 
 import dataclasses
@@ -70,7 +71,8 @@ def sample_config(**overrides) -> ml_collections.ConfigDict:
   c = {k: v for k, v in defaults.items() if k not in INTRA_PATCH_CONFIG}
   c.update(num_samples=4, block_length=0)  # 0 = half the context, for --total_length
   # The `diffusion` local decoder's intra-patch steps T_steps(p) =
-  # min(L, max(ceil(alpha * Ĥ(p)), min_steps)); flags --intra_alpha, --intra_min_steps.
+  # min(L, max(ceil(alpha * Ĥ(p)), min_steps)); flags --intra_alpha, --intra_min_steps
+  # (or, with the cached / ancestral sampler, --adaptive_alpha, --min_steps).
   c['intra_patch'] = {config_name: defaults[field]
                       for field, config_name in INTRA_PATCH_CONFIG.items()}
   c.update(overrides)
@@ -150,3 +152,24 @@ def entropy_model_run(data, seq_len: int = 128, **model_overrides):
                   eval_every=200, eval_batches=4, eval_t_samples=1, sample_every=10_000,
                   checkpoint_every=200, keep_checkpoints=1),
       sample=sample_config(steps=1, num_samples=1))
+
+
+def distill_config(**overrides) -> ml_collections.ConfigDict:
+  """Distillation rounds (bltdiff.training.distill): the teacher run, the
+  step count it samples with, how many rounds, and how many teacher steps
+  one student step replaces (round r's student: teacher_steps / step_ratio^r)."""
+  c = dict(teacher='',  # a trained latent MDLM workdir (--config.distill.teacher=DIR)
+           teacher_steps=32, rounds=4, step_ratio=2)
+  c.update(overrides)
+  return ml_collections.ConfigDict(c)
+
+
+def distill_run(*, train, distill=None, mesh=None, seed: int = 0) -> ml_collections.ConfigDict:
+  """A distillation config: train is every round's optimizer and cadence; the
+  model, data and patcher are the teacher run's."""
+  c = ml_collections.ConfigDict()
+  c.seed = seed
+  c.train = train
+  c.mesh = mesh if mesh is not None else mesh_config()
+  c.distill = distill if distill is not None else distill_config()
+  return c

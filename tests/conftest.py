@@ -3,6 +3,13 @@
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# XLA's persistent compilation cache: many tests compile the same tiny
+# programs again (a resumed run, a second command on the same config), and
+# compiling, not running, is most of their time. Keyed by the program and
+# the jax version, so a stale entry is never used for another program.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    os.environ.get('TMPDIR', '/tmp'), f'bltdiff-test-jax-cache-{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
 
 import ml_collections
 import numpy as np

@@ -274,10 +274,34 @@ def test_training_lowers_the_loss_and_the_sampling_command_runs(make_latent_conf
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   out = str(tmp_path / 'out' / 'sample')
-  with flagsaver.flagsaver(num_samples=2, seed=1, output=out, intra_alpha=0.5,
-                           intra_min_steps=1, prompt='the'):
+  # The issue's flags: with the cached sampler they set the patch rule.
+  with flagsaver.flagsaver(num_samples=2, seed=1, output=out, adaptive_alpha=0.5,
+                           min_steps=1, prompt='the'):
     tokens, stats = generate.run_sample_command(workdir)
   assert tokens.shape == (2, config.data.seq_len)
   assert bytes(np.asarray(tokens[0, :3], np.uint8)) == b'the'
   assert stats['decoder_passes'] > 0 and stats['decoder_row_passes'] >= stats['decoder_rows']
   assert np.load(out + '.npy').shape == tokens.shape
+
+
+@pytest.mark.parametrize('sampler, decoder_mode, want', [
+    # The proposal's names set the patch rule when the latent sampler has no rule of its own ...
+    ('cached', 'diffusion', dict(intra_alpha=0.5, intra_min_steps=3, adaptive_alpha=0.1,
+                                 min_steps=1)),
+    ('ancestral', 'diffusion', dict(intra_alpha=0.5, intra_min_steps=3, adaptive_alpha=0.1,
+                                    min_steps=1)),
+    # ... and stay the latent sampler's when it has one, or when there is no patch rule.
+    ('adaptive', 'diffusion', dict(intra_alpha=1.0, intra_min_steps=1, adaptive_alpha=0.5,
+                                   min_steps=3)),
+    ('cached', 'ar', dict(intra_alpha=1.0, intra_min_steps=1, adaptive_alpha=0.5, min_steps=3)),
+    ('cached', None, dict(intra_alpha=1.0, intra_min_steps=1, adaptive_alpha=0.5, min_steps=3)),
+])
+def test_adaptive_alpha_and_min_steps_name_the_patch_rule(sampler, decoder_mode, want):
+  sample = common.sample_config(steps=8, sampler=sampler, max_steps=16)
+  options = SamplerOptions.from_config(sample, dict(adaptive_alpha=0.5, min_steps=3),
+                                       decoder_mode)
+  assert {k: getattr(options, k) for k in want} == want
+  # The explicit names win; the command line's sampler decides, not the config's.
+  options = SamplerOptions.from_config(
+      sample, dict(adaptive_alpha=0.5, intra_alpha=2.0, sampler='cached'), 'diffusion')
+  assert (options.intra_alpha, options.adaptive_alpha) == (2.0, 0.1)

@@ -143,6 +143,12 @@ class LatentMDLM(Model):
     return self._apply(params, cond, patch_tokens, lengths, key, self.schedule, t_min,
                        method=LatentDenoiser.patch_log_prob)
 
+  def symbol_log_probs(self, params, cond, patch_tokens, lengths):
+    """D's distributions along given patches, as parts (log-probs [b, P, n, V],
+    valid [b, P, n]); see network.LatentDenoiser.symbol_log_probs."""
+    return self._apply(params, cond, patch_tokens, lengths,
+                       method=LatentDenoiser.symbol_log_probs)
+
   def count_log_probs(self, params):
     return self._apply(params, method=LatentDenoiser.count_log_probs)
 

@@ -12,6 +12,8 @@ D_dec = decoder dim.
   denoise      encode then contextualize: the expensive, time-free call of a step
   patch_log_prob  D teacher-forced: log p(patch_i | h_i) [b, P] (`ar`, `parallel`),
                or minus the intra-patch NELBO, a lower bound on it (`diffusion`)
+  symbol_log_probs D teacher-forced: its whole distribution at every symbol of
+               given patches (what a KL between two decoders needs; `ar`, `parallel`)
   count_log_probs log p(S) [P + 1]
 The decoder itself (its draws, its first-symbol distribution) is reached by
 `LatentMDLM` through `decoder_apply`.
@@ -123,6 +125,16 @@ class LatentDenoiser(nn.Module):
     """E then T: the expensive, time-free network call of one sampler step."""
     return self.contextualize(self.encode(patch_tokens, visible), slot_mask, deterministic)
 
+  def _teacher_forced(self, cond, patch_tokens, lengths):
+    """D's outputs teacher-forced on rows [b * P, ...] (`ar`, `parallel`):
+    (outputs, tokens, lengths)."""
+    b, p, _ = patch_tokens.shape
+    rows = lambda x: x.reshape((b * p,) + x.shape[2:])
+    cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
+    if self.decoder_mode == 'ar':
+      return self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r
+    return self.decoder(cond_r, tok_r, len_r), tok_r, len_r
+
   def patch_log_prob(self, cond, patch_tokens, lengths, key=None, schedule=None,
                      t_min: float = 0.0):
     """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
@@ -130,19 +142,44 @@ class LatentDenoiser(nn.Module):
     intra-patch NELBO, one draw of s and of the masking from `key` under
     `schedule` (a `Schedule`), and hits / valid [b, P, L] at the hidden
     positions; see `local_decoder.diffusion_patch_nelbo`)."""
-    b, p, L = patch_tokens.shape
-    rows = lambda x: x.reshape((b * p,) + x.shape[2:])
-    cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
+    b, p, _ = patch_tokens.shape
     if self.decoder_mode == 'diffusion':
+      rows = lambda x: x.reshape((b * p,) + x.shape[2:])
+      cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
       bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r, len_r,
                                                  key, schedule, t_min)
       lp = -bound
-    elif self.decoder_mode == 'ar':
-      lp, hits, valid = ar_patch_log_prob(self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r)
     else:
-      lp, hits, valid = parallel_patch_log_prob(self.decoder(cond_r, tok_r, len_r), tok_r, len_r)
+      out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
+      score = ar_patch_log_prob if self.decoder_mode == 'ar' else parallel_patch_log_prob
+      lp, hits, valid = score(out, tok_r, len_r)
     unrow = lambda x: x.reshape((b, p) + x.shape[1:])
     return unrow(lp), unrow(hits), unrow(valid)
+
+  def symbol_log_probs(self, cond, patch_tokens, lengths):
+    """D's whole conditional distributions along given patches (teacher-forced):
+    p(patch | h) = Π_parts Π_valid positions p(symbol | h, earlier symbols).
+    Returns a tuple of parts (log-probs [b, P, n, V], valid [b, P, n]):
+      ar        one part: n = L+1 positions, V = DEC_VOCAB
+      parallel  first byte (n = 1, V = 257), length given it (n = 1, V = L),
+                the other bytes given both (n = L, V = 257; 1 <= j < length).
+    The `diffusion` decoder has no such product (its patch log-probability is
+    only bounded), so it has none."""
+    if self.decoder_mode == 'diffusion':
+      raise ValueError('symbol_log_probs: the diffusion decoder has no teacher-forced '
+                       'conditionals; distil an ar or parallel run')
+    b, p, _ = patch_tokens.shape
+    out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
+    unrow = lambda x: x.reshape((b, p) + x.shape[1:])
+    if self.decoder_mode == 'ar':
+      valid = jnp.arange(out.shape[1])[None, :] <= len_r[:, None]
+      return ((unrow(out), unrow(valid)),)
+    first, length, rest = out
+    ones = jnp.ones((tok_r.shape[0], 1), bool)
+    j = jnp.arange(rest.shape[1])[None, :]
+    inside = (j >= 1) & (j < len_r[:, None])
+    return ((unrow(first[:, None]), unrow(ones)), (unrow(length[:, None]), unrow(ones)),
+            (unrow(rest), unrow(inside)))
 
   def count_log_probs(self):
     """log p(S) [P + 1]."""

@@ -12,6 +12,30 @@ from bltdiff.errors import ConfigError
 
 # SamplerOptions field -> its name in config.sample.intra_patch.
 INTRA_PATCH_CONFIG = {'intra_alpha': 'alpha', 'intra_min_steps': 'min_steps'}
+# The latent samplers with a step rule of their own (they read adaptive_alpha
+# and min_steps); with any other, those two options given to a `diffusion`
+# decoder run are the intra-patch rule's (see `route_step_rule_options`).
+LATENT_STEP_RULE_SAMPLERS = ('adaptive', 'confidence')
+STEP_RULE_TO_INTRA = {'adaptive_alpha': 'intra_alpha', 'min_steps': 'intra_min_steps'}
+
+
+def route_step_rule_options(overrides: dict, sampler: str, decoder_mode: str | None) -> dict:
+  """The proposal's names for the per-patch rule T_steps(p) = max(⌈α·H(p)⌉,
+  T_min) are --adaptive_alpha and --min_steps. For a `diffusion` decoder run
+  whose latent sampler has no step rule of its own (cached, ancestral), the
+  given (non-None) adaptive_alpha / min_steps become intra_alpha /
+  intra_min_steps, unless those are given too (explicit names win). With
+  adaptive or confidence they stay the latent sampler's, whose α is per nat
+  of the whole sequence, not of a patch: one flag never sets both levels."""
+  if decoder_mode != 'diffusion' or sampler in LATENT_STEP_RULE_SAMPLERS:
+    return dict(overrides)
+  out = dict(overrides)
+  for name, intra in STEP_RULE_TO_INTRA.items():
+    if out.get(name) is not None:
+      value = out.pop(name)
+      if out.get(intra) is None:
+        out[intra] = value
+  return out
 
 
 def _option(default, help_text: str):
@@ -26,8 +50,10 @@ class SamplerOptions:
                        'samplers when max_steps is 0.')
   top_p: float = _option(1.0, 'Nucleus sampling mass in (0, 1].')
   adaptive_alpha: float = _option(0.1, 'adaptive: steps per nat of the estimated entropy '
-                                  'still to generate.')
-  min_steps: int = _option(1, 'adaptive, confidence: fewest steps.')
+                                  'still to generate. With the diffusion decoder and the '
+                                  'cached or ancestral sampler: intra_alpha.')
+  min_steps: int = _option(1, 'adaptive, confidence: fewest steps. With the diffusion decoder '
+                           'and the cached or ancestral sampler: intra_min_steps.')
   max_steps: int = _option(0, 'adaptive, confidence: most steps (0 = steps).')
   confidence_threshold: float = _option(0.9, 'confidence: reveal units whose proposal '
                                         'is more probable than this.')
@@ -44,15 +70,20 @@ class SamplerOptions:
     return self.max_steps or self.steps
 
   @classmethod
-  def from_config(cls, sample_config: Any, overrides: dict | None = None) -> 'SamplerOptions':
+  def from_config(cls, sample_config: Any, overrides: dict | None = None,
+                  decoder_mode: str | None = None) -> 'SamplerOptions':
     """From config.sample (fields it lacks keep their defaults; the intra_*
     fields from its intra_patch section), then the non-None overrides
-    (command-line flags)."""
+    (command-line flags), routed by `route_step_rule_options` for the run's
+    decoder_mode (config.model.decoder_mode; None: not a latent run)."""
     names = [f.name for f in dataclasses.fields(cls)]
     values = {n: sample_config[n] for n in names if n in sample_config}
     section = sample_config['intra_patch'] if 'intra_patch' in sample_config else {}
     values.update({n: section[c] for n, c in INTRA_PATCH_CONFIG.items() if c in section})
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    overrides = overrides or {}
+    sampler = overrides.get('sampler') or values.get('sampler', cls.sampler)
+    overrides = route_step_rule_options(overrides, sampler, decoder_mode)
+    values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
 
   def check(self, where: str = 'sample.'):

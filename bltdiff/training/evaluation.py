@@ -8,10 +8,12 @@ from bltdiff.data import pipeline
 from bltdiff.errors import DataError
 
 
-def evaluate(model, params, config, prepared_dir, mesh, eval_step, seed: int = 0) -> dict:
+def evaluate(model, params, config, prepared_dir, mesh, eval_step, seed: int = 0,
+             prefix: str = 'eval_') -> dict:
   """Validation metrics averaged over train.eval_batches batches and, for
   stochastic losses (diffusion bounds), train.eval_t_samples draws of t per
-  batch (the bound is a Monte Carlo estimate; more draws make it stable)."""
+  batch (the bound is a Monte Carlo estimate; more draws make it stable).
+  eval_step(params, batch, key) -> metrics; they are returned as prefix + name."""
   per_process = config.train.batch_size // jax.process_count()
   iterator = pipeline.make_iterator(
       config.data, prepared_dir, 'validation', batch_size=per_process, seed=config.seed,
@@ -38,4 +40,4 @@ def evaluate(model, params, config, prepared_dir, mesh, eval_step, seed: int = 0
     raise DataError(f'validation split of {prepared_dir} has no full batch of '
                     f'{per_process} x {config.data.seq_len} bytes; lower train.batch_size or '
                     f'data.seq_len, or raise data.validation_fraction')
-  return {f'eval_{k}': float(v) / count for k, v in totals.items()}
+  return {f'{prefix}{k}': float(v) / count for k, v in totals.items()}

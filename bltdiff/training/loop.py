@@ -30,12 +30,17 @@ def flatten(d: dict, prefix: str = '') -> dict:
   return out
 
 
-def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
+def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None,
+                       objective: steps.Objective | None = None, init_params=None):
   """Trains config.model on config.data.prepared_dir in workdir, resuming from
   its latest checkpoint. Returns the final TrainState.
 
   stop_at_step: end this process after that step (with a checkpoint), as a
-  preempted or time-boxed job would; the schedule still spans train.num_steps."""
+  preempted or time-boxed job would; the schedule still spans train.num_steps.
+  objective: train that loss instead of the model's own (its frozen tree is
+  passed to every step; eval reports both); init_params: the parameters a
+  new run starts from instead of a fresh initialization (a distillation
+  student starts from its teacher)."""
   prepared_dir = config.data.prepared_dir
   checkpointing.check_resumable(config, workdir)
   run = state.setup(config)
@@ -49,7 +54,8 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   train_state, start_step = checkpointing.restore(manager, run.abstract_state, train_iter,
                                                   set_aside_damaged=True)
   if train_state is None:
-    train_state = state.create_train_state(model, run.tx, config, mesh, run.shardings)
+    train_state = state.create_train_state(model, run.tx, config, mesh, run.shardings,
+                                           init_params)
   else:
     logging.info('resumed from step %d', start_step)
   # Only now, with the state it describes in hand, is the run's config written.
@@ -65,9 +71,22 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
   report_progress = metric_logging.make_progress(num_steps, writer, config.train.log_every)
   with sharding.activate(mesh), preemption.StopRequests() as stop:
     step_fn = steps.make_train_step(model, run.tx, run.lr_schedule, mesh, run.shardings,
-                                    steps.train_metric_names(model, config),
-                                    config.train.ema_rate)
+                                    steps.train_metric_names(model, config, objective),
+                                    config.train.ema_rate, objective)
     eval_step = steps.make_eval_step(model, mesh, run.shardings.params)
+    # The objective's frozen tree, laid out like the parameters, is an argument of each step.
+    frozen, objective_eval = (), None
+    if objective is not None:
+      frozen = (jax.device_put(objective.frozen, run.shardings.params),)
+      objective_eval = steps.make_objective_eval_step(model, mesh, run.shardings.params,
+                                                      objective)
+    evaluate_objective = lambda params: evaluation.evaluate(
+        model, params, config, prepared_dir, mesh,
+        lambda p, b, k: objective_eval(p, b, k, *frozen), prefix='eval_objective_')
+    if objective is not None and start_step == 0:
+      # Where the objective starts (a distillation student: its teacher's
+      # weights), on the same validation batches and keys as later evals.
+      writer.write_scalars(0, evaluate_objective(train_state.params))
     compiled, flops_per_step = None, 0.0
     peak = mfu.peak_flops_per_device(config.train.peak_flops_per_device)
     train_metrics, last_log = None, (time.time(), start_step)
@@ -76,13 +95,13 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
     for step in range(start_step + 1, last_step + 1):
       batch = sharding.global_batch(next(train_iter), mesh)
       if compiled is None:
-        compiled = step_fn.lower(train_state, batch).compile()
+        compiled = step_fn.lower(train_state, batch, *frozen).compile()
         # The global step's FLOPs, split evenly over the devices.
-        flops_per_step = flops.count(step_fn, train_state, batch) / jax.device_count()
+        flops_per_step = flops.count(step_fn, train_state, batch, *frozen) / jax.device_count()
         logging.info('train step: %.3g FLOPs per device (bltdiff.flops); peak %.3g FLOP/s '
                      'per device (%s)%s', flops_per_step, peak, jax.devices()[0].device_kind,
                      '' if peak else ': MFU not logged (set train.peak_flops_per_device)')
-      train_state, metrics = compiled(train_state, batch)
+      train_state, metrics = compiled(train_state, batch, *frozen)
       train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
       report_progress(step)
 
@@ -100,8 +119,11 @@ def train_and_evaluate(config, workdir: str, stop_at_step: int | None = None):
       # Eval and samples see the EMA of the parameters when the run keeps one.
       if step % config.train.eval_every == 0 or step == num_steps:
         with report_progress.timed('eval'):
-          writer.write_scalars(step, evaluation.evaluate(
-              model, ema.inference_params(train_state), config, prepared_dir, mesh, eval_step))
+          params = ema.inference_params(train_state)
+          scalars = evaluation.evaluate(model, params, config, prepared_dir, mesh, eval_step)
+          if objective is not None:
+            scalars.update(evaluate_objective(params))
+          writer.write_scalars(step, scalars)
       if step % config.train.sample_every == 0 or step == num_steps:
         with report_progress.timed('sample'):
           path = samples.write_samples(model, ema.inference_params(train_state), config,

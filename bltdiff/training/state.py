@@ -68,18 +68,20 @@ def state_shardings(model, tx, config, mesh):
   return abstract, shardings
 
 
-def create_train_state(model, tx, config, mesh, shardings):
-  """Initializes parameters directly into their shardings (never whole on one device)."""
+def create_train_state(model, tx, config, mesh, shardings, params=None):
+  """Initializes parameters directly into their shardings (never whole on one
+  device), or starts from the given `params` (shaped like the model's: a
+  distillation student from its teacher) with a fresh optimizer state."""
 
-  def init(key):
+  def init(key, given):
     init_key, rng = jax.random.split(key)
-    params = nn.unbox(model.init(init_key, example_batch(config)))
+    params = nn.unbox(model.init(init_key, example_batch(config))) if given is None else given
     return TrainState(step=jnp.array(0, jnp.int32), params=params,
                       ema_params=ema.init(params, config.train.ema_rate),
                       opt_state=tx.init(params), rng=rng)
 
   with sharding.activate(mesh):
-    return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(config.seed))
+    return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(config.seed), params)
 
 
 class RunSetup(NamedTuple):
