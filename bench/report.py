@@ -174,6 +174,13 @@ def section_scaling(data) -> str:
     lines.append(f"- {name}: bpb = a · C^(−slope), slope {f['slope']:.3f}{err} over budgets "
                  f"{', '.join(f'{b:g}' for b in f['budgets'])} (x {data['budget_unit_flops']:.3g} "
                  'FLOPs)')
+  for r in data['rows']:  # each variant against the base recipe at its budget
+    name = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
+    ref = next((b for b in data['rows'] if b['variant'] == 'base' and b['budget'] == r['budget']
+                and (b['system'], b['decoder_mode']) == (r['system'], r['decoder_mode'])), None)
+    if r['variant'] != 'base' and ref:
+      lines.append(f"- {name} {r['variant']} at {r['budget']:g}x: {r['bpb']:.3f} against the "
+                   f"base recipe's {ref['bpb']:.3f} ({100 * (r['bpb'] / ref['bpb'] - 1):+.1f}%)")
   base = {n.split(' ')[0]: f for n, f in fits.items() if n.endswith(' base')}
   if 'bltdiff_ar' in base and 'byte_mdlm' in base:
     at = 4 * data['budget_unit_flops']
@@ -185,7 +192,7 @@ def section_scaling(data) -> str:
                  f"{value['bltdiff_ar'] / value['byte_mdlm']:.3f}.")
   return ('\n'.join(lines) + '\n\n'
           + table(data['rows'], ['system', 'decoder_mode', 'variant', 'budget', 'train_flops',
-                                 'bpb', 'params', 'steps']))
+                                 'bpb', 'train_bpb', 'params', 'steps']))
 
 
 SECTIONS = [

@@ -386,7 +386,8 @@ def notes(out) -> str:
     parts.append(f"Secondary (fixed reference {f['fixed_reference']['byte_mdlm_setting']}): "
                  f"{fixed['flops_ratio']:.1f}x FLOPs, {fixed['wall_ratio']:.1f}x wall.")
   parts.extend(caveats(out['rows']))
-  parts.extend(distilled_notes(out['rows']))
+  parts.extend(intra_patch_notes(out))
+  parts.extend(distilled_notes(out['rows'], out['settings']['length']))
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
   for run in out.get('partial_runs', ()):
     which = ', '.join(run.get('samplers', []) + run.get('systems', []))
@@ -398,11 +399,47 @@ def notes(out) -> str:
   return ' '.join(parts)
 
 
-def distilled_notes(rows) -> list[str]:
+def intra_patch_notes(out) -> list[str]:
+  """The diffusion decoder against the ar and parallel decoders (issue 16's
+  targets: ar's gen-bpb with >= 2x fewer decoder passes per byte; better than
+  parallel), and how much its estimate Ĥ(p) varies across patches."""
+  rows = out['rows']
+  pick = lambda mode: [r for r in rows if r['system'] == 'bltdiff' and r['sampler'] == 'cached'
+                       and r.get('decoder_mode') == mode]
+  diffusion, ar, parallel = pick('diffusion'), pick('ar'), pick('parallel')
+  if not diffusion or not ar:
+    return []
+  best = min(diffusion, key=lambda r: r['gen_bpb'])
+  ar_best = min(ar, key=lambda r: r['gen_bpb'])
+  # ar rows measured before passes were counted: the same run's distilled-teacher rows have them.
+  ar_passes = [r['decoder_passes_per_byte'] for r in rows if r.get('decoder_mode') == 'ar'
+               and r.get('decoder_passes_per_byte') is not None]
+  parts = [f"The diffusion decoder's best row ({best['option']}) reaches gen-bpb "
+           f"{best['gen_bpb']:.3f} [{best['gen_bpb_ci'][0]:.3f}, {best['gen_bpb_ci'][1]:.3f}] at "
+           f"{best['decoder_passes_per_byte']:.2f} decoder passes per byte, against the ar "
+           f"decoder's {ar_best['gen_bpb']:.3f}"
+           + (f" at {statistics.mean(ar_passes):.2f}" if ar_passes else '')
+           + (f" and the parallel decoder's best {min(r['gen_bpb'] for r in parallel):.3f}"
+              if parallel else '') + '.']
+  plan = out.get('intra_patch_plan')
+  if plan:
+    h = np.asarray(plan['entropy'])
+    steps = {a: sorted(set(v)) for a, v in plan['steps'].items()}
+    parts.append(f"Its estimate Ĥ(p) spans {h.min():.2f}-{h.max():.2f} nats over {len(h)} "
+                 f"validation patches (std {h.std():.3f}), so each alpha gives nearly every patch "
+                 f"the same step count ("
+                 + ', '.join(f"alpha={a}: {'/'.join(map(str, v))}" for a, v in steps.items())
+                 + '): the rule has nothing to adapt to at this training scale.')
+  return parts
+
+
+def distilled_notes(rows, length: int) -> list[str]:
   """The distillation targets (issue 18), computed: does each student reach
   the teacher's gen-bpb (95% intervals overlap), and is its unigram entropy
   within 2% of the data's? Beside it, the undistilled teacher at the
-  student's own step count (what the rounds bought)."""
+  student's own step count (what the rounds bought); then the students on
+  the frontier: against byte MDLM at its best quality (as the headline) and
+  against byte AR."""
   ours = [r for r in rows if r['system'] == DISTILLED]
   teachers = {r['steps']: r for r in ours if r['option'].startswith('teacher')}
   data = next((r for r in rows if r['system'] == 'data'), None)
@@ -425,6 +462,26 @@ def distilled_notes(rows) -> list[str]:
                f"{100 * entropy_gap:.1f}% from the data's; "
                f"{r['wall_s_per_sample'] / teacher['wall_s_per_sample']:.2f}x the teacher's wall "
                f"time per sample.")
+  ok = [r for r in rows if r['system'] != 'data'
+        and frontier.passes_bar(r, data['unigram_entropy'], length)]
+  students = [r for r in ok if r['system'] == DISTILLED and r['option'].startswith('student')]
+  mdlm = [r for r in ok if r['system'] == 'byte_mdlm']
+  ar = next((r for r in rows if r['system'] == 'byte_ar'), None)
+  if students and mdlm:
+    q = min(r['gen_bpb'] for r in mdlm)
+    best = frontier.speedup(mdlm, students, q)
+    if best:
+      out.append(f"At byte MDLM's best gen-bpb {q:.3f} the students need "
+                 f"{best['flops_ratio']:.1f}x fewer FLOPs per byte and {best['wall_ratio']:.1f}x "
+                 f"less wall time per sample ({best['flops_candidate_row']}).")
+  if students and ar:
+    fast = min(students, key=lambda r: r['wall_s_per_sample'])
+    out.append(f"Against byte AR (gen-bpb {ar['gen_bpb']:.3f}): the fastest student "
+               f"({frontier.describe(fast)}) takes {fast['wall_s_per_sample'] / ar['wall_s_per_sample']:.2f}x "
+               f"its wall time per sample and {fast['flops_per_byte'] / ar['flops_per_byte']:.2f}x its "
+               f"FLOPs per byte, but at gen-bpb {fast['gen_bpb']:.3f}: "
+               f"{fast['gen_bpb'] - ar['gen_bpb']:+.3f} bits per byte worse, so byte AR's wall time "
+               f"at equal gen-bpb is not matched (no student reaches its quality).")
   return out
 
 

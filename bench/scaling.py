@@ -19,8 +19,13 @@ base config of the systems it names:
   patch_3, patch_6       target bytes per patch 3 and 6 (calibrated; slots
                          scaled so the sequence still fits)
   hash_1024, hash_16384  hash n-gram tables of 1024 / 16384 buckets
+  dropout_0.1            dropout 0.1 in the latent model (at equal FLOPs bltdiff has
+                         ~4x byte MDLM's parameters and the corpus is a few MB: does
+                         it overfit first?)
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
-train_flops, bpb, params, steps} and a fit per system and variant:
+train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
+training bpb, beside the validation bpb to show overfitting — and a fit per
+system and variant:
 bpb = a · C^(−slope), least squares in log-log) and scaling.png, and
 regenerates BENCHMARKS.md. Runs already trained are reused; the JSON says how
 long this invocation took.
@@ -82,6 +87,7 @@ VARIANTS = {
     'patch_6': (('bltdiff_ar',), _patch_target(6.0)),
     'hash_1024': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=1024)),
     'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
+    'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
 }
 
 
@@ -115,6 +121,17 @@ def run(system, variant, budget, workdir: Path, shared: dict, unit: float) -> di
               budget=budget, train_flops=step_flops * steps, bpb=metrics['eval_bpb'],
               params=params, steps=steps, train_seconds=round(train_s, 1),
               mean_patch_bytes=metrics.get('eval_mean_patch_bytes'))
+
+
+def final_train_bpb(directory: Path) -> float | None:
+  """The last train_bpb a run logged (its metrics.jsonl: the mean over the
+  last log window), or None."""
+  path = directory / 'metrics.jsonl'
+  if not path.exists():
+    return None
+  logged = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  values = [m['train_bpb'] for m in logged if 'train_bpb' in m]
+  return values[-1] if values else None
 
 
 def fit(rows) -> dict:
@@ -193,6 +210,9 @@ def main(argv):
         rows[(row['system'], row['decoder_mode'], row['variant'], row['budget'])] = row
         print(json.dumps(row), flush=True)
   rows = sorted(rows.values(), key=lambda r: (name_of(r), r['budget']))
+  for r in rows:  # read back from every run directory, old rows too
+    system = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
+    r['train_bpb'] = final_train_bpb(run_dir(workdir, system, r['variant'], r['budget']))
   groups = {}
   for r in rows:
     groups.setdefault(name_of(r), []).append(r)
