@@ -160,8 +160,17 @@ def section_scaling(data) -> str:
   commands = data.get('commands', [data['command']] if data.get('command') else [])
   lines = [f"Rows so far: {', '.join(systems)} at budgets {', '.join(f'{b:g}' for b in budgets)}"
            + (f" (from {', '.join(f'`{c}`' for c in commands)})" if commands else '')
-           + ". The default command runs every system at 0.5, 1, 2 and 4; finished runs are "
-           'reused.', '']
+           + '.', '']
+  grid = data.get('default_grid')
+  if grid:
+    took = grid.get('estimate')
+    lines[0] += (f" The default command runs {' and '.join(grid['systems'])} at budgets "
+                 f"{', '.join(f'{b:g}' for b in grid['budgets'])}"
+                 + (f": about {took['minutes']:.0f} min of training from scratch at the runs' "
+                    'median logged step rates (' + ', '.join(
+                        f'{k} {v:.2f} steps/s' for k, v in took['steps_per_sec'].items())
+                    + '; compilation, evaluation and the entropy model not counted)'
+                    if took else '') + '; finished runs are reused.')
   base_bpb = {(r['system'], r['budget']): r['bpb'] for r in data['rows']
               if r['variant'] == 'base' and r['decoder_mode'] in (None, 'ar')}
   measured = [(b, base_bpb[('bltdiff', b)] / base_bpb[('byte_mdlm', b)]) for b in budgets

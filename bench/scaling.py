@@ -1,7 +1,13 @@
 """Likelihood as compute grows: every system at several training budgets, a
 fitted power law per system, and recipe variants of bltdiff and byte MDLM.
 
-  python bench/scaling.py [--budgets=0.5,1,2,4] [--variants=base,...] [--systems=...]
+  python bench/scaling.py [--budgets=0.25,0.5,1,2] [--variants=base,...] [--systems=...]
+
+The default grid (DEFAULT_SYSTEMS x DEFAULT_BUDGETS: bltdiff with the ar
+decoder and byte MDLM, the pair the scaling target compares, at 4 budgets)
+is meant to fit in an hour on a 2-core CPU from scratch (the JSON's
+default_grid.estimate, from the runs' logged step rates); `--budgets=4`
+adds the target's budget, `--systems=` the other systems.
 
 Same data, split, configs and evaluation as bench/likelihood.py (its runs are
 reused: the base variant at budget 1 is likelihood.py's run). A budget is a
@@ -22,10 +28,14 @@ base config of the systems it names:
   dropout_0.1            dropout 0.1 in the latent model (at equal FLOPs bltdiff has
                          ~4x byte MDLM's parameters and the corpus is a few MB: does
                          it overfit first?)
+  data_half              half the training documents (data.train_fraction = 0.5,
+                         the same validation split): if a system is data-limited
+                         at a budget, halving its data costs it more
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
-training bpb, beside the validation bpb to show overfitting — and a fit per
-system and variant:
+training bpb, read back from the run's metrics.jsonl, beside the validation bpb
+to show overfitting — the default grid's training time estimated from the runs'
+logged step rates (`default_grid_minutes`), and a fit per system and variant:
 bpb = a · C^(−slope), least squares in log-log) and scaling.png, and
 regenerates BENCHMARKS.md. Runs already trained are reused; the JSON says how
 long this invocation took.
@@ -88,7 +98,10 @@ VARIANTS = {
     'hash_1024': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=1024)),
     'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
+    'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
 }
+DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
+DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
 
 
 def base_budget_flops() -> float:
@@ -114,24 +127,53 @@ def run(system, variant, budget, workdir: Path, shared: dict, unit: float) -> di
   steps = max(1, round(budget * unit / step_flops))
   print(f'== {system} {variant} x{budget:g}: {steps} steps', flush=True)
   warmup = 0.25 if variant == 'warmup_quarter' else 0.1
-  metrics, train_s, _ = likelihood.run_system(
+  metrics, _, _ = likelihood.run_system(
       system, config, str(run_dir(workdir, system, variant, budget)), steps, warmup)
   return dict(system='bltdiff' if system in LATENT else system,
               decoder_mode=system.split('_')[1] if system in LATENT else None, variant=variant,
               budget=budget, train_flops=step_flops * steps, bpb=metrics['eval_bpb'],
-              params=params, steps=steps, train_seconds=round(train_s, 1),
+              params=params, steps=steps,
               mean_patch_bytes=metrics.get('eval_mean_patch_bytes'))
 
 
-def final_train_bpb(directory: Path) -> float | None:
-  """The last train_bpb a run logged (its metrics.jsonl: the mean over the
-  last log window), or None."""
+def logged(directory: Path, key: str) -> list:
+  """Every value of `key` a run logged in its metrics.jsonl, in order ([] if none)."""
   path = directory / 'metrics.jsonl'
   if not path.exists():
+    return []
+  lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [m[key] for m in lines if key in m]
+
+
+def median_step_rate(directories) -> float | None:
+  """The median steps_per_sec over runs' logged windows, each run's first
+  window left out (it holds the compilation): a system's typical training
+  speed. A median, because a run paused by a load guard (kill -STOP while
+  another benchmark times) or resumed in a later process has windows (and a
+  wall clock) that say nothing about its cost."""
+  rates = [rate for d in directories for rate in logged(d, 'steps_per_sec')[1:]]
+  return float(np.median(rates)) if rates else None
+
+
+def default_grid_minutes(rows, workdir: Path) -> dict | None:
+  """The default grid's training time from scratch, estimated from logs:
+  {minutes, steps_per_sec per system}, each run's steps at its system's
+  `median_step_rate` over its base runs (compilation, evaluation and the
+  shared entropy model, a few minutes in all, not counted). None until every
+  run of the grid is there."""
+  grid = [r for r in rows if r['variant'] == 'base' and r['budget'] in DEFAULT_BUDGETS
+          and name_of(r).split(' ')[0] in DEFAULT_SYSTEMS]
+  if len(grid) < len(DEFAULT_SYSTEMS) * len(DEFAULT_BUDGETS):
     return None
-  logged = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-  values = [m['train_bpb'] for m in logged if 'train_bpb' in m]
-  return values[-1] if values else None
+  rates = {}
+  for system in DEFAULT_SYSTEMS:
+    rates[system] = median_step_rate(
+        [run_dir(workdir, system, 'base', r['budget']) for r in rows
+         if r['variant'] == 'base' and name_of(r).split(' ')[0] == system])
+  if None in rates.values():
+    return None
+  seconds = sum(r['steps'] / rates[name_of(r).split(' ')[0]] for r in grid)
+  return dict(minutes=round(seconds / 60, 1), steps_per_sec={k: round(v, 3) for k, v in rates.items()})
 
 
 def fit(rows) -> dict:
@@ -182,9 +224,11 @@ def name_of(row) -> str:
 def define_flags():
   """The script's flags (defined when it runs as a script, so that another
   benchmark can import it)."""
-  flags.DEFINE_list('budgets', ['0.5', '1', '2', '4'], 'Budgets (x likelihood.py\'s).')
+  flags.DEFINE_list('budgets', [f'{b:g}' for b in DEFAULT_BUDGETS],
+                    'Budgets (x likelihood.py\'s).')
   flags.DEFINE_list('variants', ['base'], f'Variants: {", ".join(VARIANTS)}.')
-  flags.DEFINE_list('systems', list(SYSTEMS), 'Systems for the base variant.')
+  flags.DEFINE_list('systems', list(DEFAULT_SYSTEMS),
+                    f'Systems for the base variant, of: {", ".join(SYSTEMS)}.')
   flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
                       'Run directory, shared with bench/likelihood.py.')
   flags.DEFINE_string('out', str(RESULTS / 'scaling.json'), 'Results JSON (rows are merged '
@@ -211,8 +255,9 @@ def main(argv):
         print(json.dumps(row), flush=True)
   rows = sorted(rows.values(), key=lambda r: (name_of(r), r['budget']))
   for r in rows:  # read back from every run directory, old rows too
-    system = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
-    r['train_bpb'] = final_train_bpb(run_dir(workdir, system, r['variant'], r['budget']))
+    directory = run_dir(workdir, name_of(r).split(' ')[0], r['variant'], r['budget'])
+    r['train_bpb'] = (logged(directory, 'train_bpb') or [None])[-1]
+    r.pop('train_seconds', None)  # older rows: that invocation's time, 0 for a reused run
   groups = {}
   for r in rows:
     groups.setdefault(name_of(r), []).append(r)
@@ -222,7 +267,9 @@ def main(argv):
   commands = previous.get('commands', [previous['command']] if 'command' in previous else [])
   commands.append(' '.join(['python', 'bench/scaling.py'] + sys.argv[1:]))
   out = dict(rows=rows, fits=fits, budget_unit_flops=unit, machine=report.machine_description(),
-             commands=commands, seconds_this_invocation=round(time.time() - begin, 1))
+             commands=commands, seconds_this_invocation=round(time.time() - begin, 1),
+             default_grid=dict(systems=list(DEFAULT_SYSTEMS), budgets=list(DEFAULT_BUDGETS),
+                               estimate=default_grid_minutes(rows, workdir)))
   out_path.write_text(json.dumps(out, indent=1))
   plot(rows, fits, out_path.with_suffix('.png'))
   if out_path.parent == RESULTS:

@@ -50,6 +50,8 @@ def validate(config, num_batch_shards: int = 1):
 
   _positive_int(config, 'data.seq_len')
   _require(config.data.seq_len >= 2, f'data.seq_len: must be at least 2, got {config.data.seq_len}')
+  fraction = config.data.get('train_fraction', 1.0)
+  _require(0.0 < fraction <= 1.0, f'data.train_fraction: must be in (0, 1], got {fraction}')
   if data_format == 'pairs':
     _check_pairs(config)
 

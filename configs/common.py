@@ -35,6 +35,9 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       prepared_dir='',  # shards prepared beforehand; empty = prepare into WORKDIR/data
       seq_len=256,  # bytes per training row
       validation_fraction=0.05,
+      # Share of the train split's documents a run trains on, evenly spread
+      # (data-scaling experiments: bench/scaling.py's data_half); 1.0 = all.
+      train_fraction=1.0,
       builtin_max_bytes=sources.DEFAULT_BUILTIN_MAX_BYTES,
       doc_bytes=sources.DEFAULT_DOC_BYTES,  # longer documents are cut
       shard_bytes=writer.DEFAULT_SHARD_BYTES,

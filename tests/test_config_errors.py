@@ -22,6 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ({'sample.top_p': 1.5}, 'sample.top_p'),
     ({'train.ema_rate': 1.0}, 'train.ema_rate'),
     ({'data.format': 'sequences'}, 'data.format'),
+    ({'data.train_fraction': 0.0}, 'data.train_fraction'),
+    ({'data.train_fraction': 1.5}, 'data.train_fraction'),
     ({'data.format': 'pairs', 'data.max_source_share': 1.5}, 'data.max_source_share'),
     ({'data.format': 'pairs', 'data.source_keep': 'middle'}, 'data.source_keep'),
     ({'data.format': 'pairs', 'data.passage_bytes': 0}, 'data.passage_bytes'),

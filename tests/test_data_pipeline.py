@@ -156,3 +156,38 @@ def test_ensure_prepared(tmp_path):
     pipeline.ensure_prepared(config(prepared_dir=str(tmp_path / 'nope')), str(tmp_path))
   with pytest.raises(DataError, match='no such file'):
     pipeline.ensure_prepared(config(source='text', paths=str(tmp_path / 'missing.txt')), str(tmp_path / 'w2'))
+
+
+def test_spread_subset_is_even_and_sized():
+  from bltdiff.data import subset
+  assert subset.spread_subset(10, 1.0).tolist() == list(range(10))
+  assert subset.spread_subset(10, 0.5).tolist() == [0, 2, 4, 6, 8]
+  assert subset.spread_subset(7, 0.01).tolist() == [0]  # at least one record
+  kept = subset.spread_subset(1000, 0.3)
+  assert len(kept) == 300 and len(set(kept.tolist())) == 300 and kept.max() < 1000
+  # Evenly spread: every tenth of the records keeps about its share.
+  assert np.all(np.abs(np.bincount(kept // 100, minlength=10) - 30) <= 1)
+  with pytest.raises(ValueError, match='fraction'):
+    subset.spread_subset(10, 0.0)
+
+
+def test_train_fraction_trains_on_a_subset_and_keeps_validation(prepared):
+  """data.train_fraction = 0.5: each epoch is the same half of the train
+  documents (the spread subset), and the validation split is untouched."""
+  out, docs = prepared
+  def epoch_docs(split, fraction, seq_len=1):
+    it = pipeline.make_iterator(config(seq_len=seq_len, train_fraction=fraction), out, split,
+                                batch_size=1, seed=3, num_epochs=1)
+    stream = np.concatenate([b['tokens'].reshape(-1) for b in it])
+    pieces = np.split(stream, np.flatnonzero(stream == vocab.BOUNDARY) + 1)[:-1]
+    return sorted(p[:-1].astype(np.uint8).tobytes() for p in pieces)
+  train = [d for i, d in enumerate(docs) if not prep.is_validation(i, 0.1)]
+  half = epoch_docs('train', 0.5)
+  assert epoch_docs('train', 1.0) == sorted(train)
+  assert len(half) == round(len(train) * 0.5) and set(half) <= set(train)
+  assert epoch_docs('validation', 0.5) == epoch_docs('validation', 1.0)
+  # The subset is fixed; only its order changes between epochs.
+  two = [d['tokens'].tobytes() for d in pipeline.document_dataset(out, 'train', seed=1, num_epochs=2,
+                                                                  fraction=0.5)]
+  assert sorted(two[:len(half)]) == sorted(two[len(half):]) == half
+

@@ -2,6 +2,7 @@
 
   PairSource: pair ArrayRecord shards (`data_prep.manifest`, format 'pairs')
               -> {'source': uint8 [s], 'target': uint8 [t]} (+ 'entropies': float16 [s + t])
+  -> [evenly spread subset]                           data.train_fraction < 1 (train split)
   -> MapDataset: [process_index::process_count]      disjoint per-process pairs
   -> EpochShuffleMapDataset(seed) -> .repeat(num_epochs)   new order every epoch
   -> .map(layout_pair)                                one fixed-length row per pair
@@ -63,6 +64,7 @@ from etils import epath
 from bltdiff import vocab
 from bltdiff.data.packing import BOUNDARY_ENTROPY
 from bltdiff.errors import ConfigError
+from bltdiff.data import subset
 from bltdiff.data.shuffle import EpochShuffleMapDataset
 from data_prep import manifest as mf
 from data_prep.errors import DataError
@@ -202,16 +204,17 @@ def stack_rows(rows: Sequence[dict[str, np.ndarray]], *, batch_size: int, seq_le
 
 def pair_dataset(prepared_dir: str, split: str, *, seed: int, process_index: int = 0, process_count: int = 1,
                  num_epochs: int | None = None, shuffle: bool = True,
-                 with_entropies: bool = False) -> grain.MapDataset:
+                 with_entropies: bool = False, fraction: float = 1.0) -> grain.MapDataset:
   """This process's pairs, shuffled per epoch (unless shuffle=False): MapDataset of PairSource elements.
 
-  Process p gets pairs p, p + P, p + 2P, ... (P = process_count): disjoint
-  across processes and together all of them.
+  fraction < 1 keeps only `subset.spread_subset`'s pairs of the split.
+  Process p then gets pairs p, p + P, p + 2P, ... of those (P =
+  process_count): disjoint across processes and together all of them.
   """
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   source = PairSource(prepared_dir, split, with_entropies=with_entropies)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = subset.subset_dataset(source, fraction)[process_index::process_count]
   if len(ds) == 0:
     raise DataError(f'{prepared_dir}: split {split!r} has fewer pairs ({len(source)}) than processes ({process_count})')
   if shuffle:
@@ -225,7 +228,7 @@ def make_pair_iterator(data_config, prepared_dir: str, split: str, *, batch_size
   """A grain DatasetIterator (get_state()/set_state()) of the module's batches.
 
   data_config: seq_len; optional max_source_share (default 0.5), source_keep
-  ('end' / 'start'), read_threads (0), use_entropies (False; entropies only
+  ('end' / 'start'), read_threads (0), train_fraction (1.0), use_entropies (False; entropies only
   when the shards have them). batch_size is per process.
   num_epochs=None repeats forever (train); an evaluation passes 1, and
   shuffle=False for the shards' own order.
@@ -235,8 +238,9 @@ def make_pair_iterator(data_config, prepared_dir: str, split: str, *, batch_size
   keep = str(data_config.get('source_keep', 'end'))
   check_layout(seq_len, share, keep)
   use_ent = bool(data_config.get('use_entropies', False)) and mf.read_manifest(prepared_dir, 'pairs')['has_entropies']
+  fraction = float(data_config.get('train_fraction', 1.0)) if split == 'train' else 1.0
   ds = pair_dataset(prepared_dir, split, seed=seed, process_index=process_index, process_count=process_count,
-                    num_epochs=num_epochs, shuffle=shuffle, with_entropies=use_ent)
+                    num_epochs=num_epochs, shuffle=shuffle, with_entropies=use_ent, fraction=fraction)
   ds = ds.map(functools.partial(layout_pair, seq_len=seq_len, max_source_share=share, source_keep=keep))
   threads = int(data_config.get('read_threads', 0))  # as in the text pipeline: the calling thread by default
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=64))

@@ -1,6 +1,7 @@
 """The Grain input pipeline: prepared ArrayRecord shards -> packed byte batches.
 
   DocumentSource: ArrayRecord bytes (+ parallel entropy shards) -> uint8 [n] (+ float16 [n])
+  -> [evenly spread subset]                        data.train_fraction < 1 (train split)
   -> MapDataset: [process_index::process_count]   disjoint per-process documents
   -> EpochShuffleMapDataset(seed) -> .repeat(num_epochs)   new order every epoch
   -> .to_iter_dataset(ReadOptions)                 optional reader threads
@@ -23,7 +24,7 @@ from etils import epath
 from data_prep import manifest as mf
 from data_prep import writer
 from data_prep.errors import DataError
-from bltdiff.data import pair_batches
+from bltdiff.data import pair_batches, subset
 from bltdiff.data.packing import PackedBatchIterDataset
 from bltdiff.data.shuffle import EpochShuffleMapDataset
 
@@ -87,16 +88,18 @@ def ensure_prepared(data_config, workdir: str, **processes) -> str:
 
 def document_dataset(prepared_dir: str, split: str, *, seed: int, process_index: int = 0,
                      process_count: int = 1, num_epochs: int | None = None,
-                     with_entropies: bool = False) -> grain.MapDataset:
+                     with_entropies: bool = False, fraction: float = 1.0) -> grain.MapDataset:
   """This process's documents, shuffled per epoch: MapDataset of DocumentSource elements.
 
-  Process p gets documents p, p + P, p + 2P, ... (P = process_count): disjoint
-  across processes and together all of them.
+  fraction < 1 keeps only `subset.spread_subset`'s documents of the split (a
+  data-scaling experiment: the same validation split, less training data).
+  Process p then gets documents p, p + P, p + 2P, ... of those (P =
+  process_count): disjoint across processes and together all of them.
   """
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} not in [0, {process_count})')
   source = DocumentSource(prepared_dir, split, with_entropies=with_entropies)
-  ds = grain.MapDataset.source(source)[process_index::process_count]
+  ds = subset.subset_dataset(source, fraction)[process_index::process_count]
   if len(ds) == 0:
     raise DataError(f'{prepared_dir}: split {split!r} has fewer documents ({len(source)}) than processes ({process_count})')
   return EpochShuffleMapDataset(ds, seed=seed).repeat(num_epochs)
@@ -112,7 +115,8 @@ def make_iterator(data_config, prepared_dir: str, split: str, *, batch_size: int
     entropies and data_config.use_entropies; packed in step with
     the tokens, 1e4 at BOUNDARY positions (a patch always starts there).
   batch_size is per process. num_epochs=None repeats forever (train); eval
-  passes 1 (the last partial batch is dropped).
+  passes 1 (the last partial batch is dropped). The train split keeps
+  data_config.train_fraction of its documents (`document_dataset`).
   With data_config.format == 'pairs', the batches of
   `bltdiff.data.pair_batches` instead (one pair per row).
   """
@@ -123,8 +127,11 @@ def make_iterator(data_config, prepared_dir: str, split: str, *, batch_size: int
   use_ent = bool(data_config.use_entropies)
   if use_ent and not mf.read_manifest(prepared_dir)['has_entropies']:
     use_ent = False  # documented: entropies only when the data has them
+  # .get: configs saved before the field existed trained on all documents.
+  fraction = float(data_config.get('train_fraction', 1.0)) if split == 'train' else 1.0
   ds = document_dataset(prepared_dir, split, seed=seed, process_index=process_index,
-                        process_count=process_count, num_epochs=num_epochs, with_entropies=use_ent)
+                        process_count=process_count, num_epochs=num_epochs, with_entropies=use_ent,
+                        fraction=fraction)
   # Reads run in the calling thread by default: a reader thread costs more in
   # GIL hand-offs than it saves (80 -> 45 MB/s on 2 cores), and a batch takes
   # well under a millisecond next to a train step. Hosts that need more use
