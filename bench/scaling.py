@@ -31,6 +31,9 @@ base config of the systems it names:
   data_half              half the training documents (data.train_fraction = 0.5,
                          the same validation split): if a system is data-limited
                          at a budget, halving its data costs it more
+  seed_1                 the base recipe with seed 1 (initialization, data order,
+                         evaluation draws): the run-to-run spread that the
+                         variants' differences are read against
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -99,6 +102,7 @@ VARIANTS = {
     'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
+    'seed_1': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.update(seed=1)),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
