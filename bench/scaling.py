@@ -22,6 +22,8 @@ base config of the systems it names:
   warmup_quarter         a warmup of a quarter of the steps (base: a tenth, at most 50)
   latent_heavy           more of the FLOPs in the latent transformer: a wider
                          latent, a smaller local encoder and decoder
+  decoder_x2             the other way: a local decoder twice as wide and two
+                         layers deep (is p(patch | h_i) the floor?)
   patch_3, patch_6       target bytes per patch 3 and 6 (calibrated; slots
                          scaled so the sequence still fits)
   hash_1024, hash_16384  hash n-gram tables of 1024 / 16384 buckets
@@ -96,6 +98,8 @@ VARIANTS = {
     'warmup_quarter': (('bltdiff_ar', 'byte_mdlm'),
                        lambda c: c.train.update(warmup_steps=10 ** 9)),
     'latent_heavy': (('bltdiff_ar',), _latent_heavy),
+    'decoder_x2': (('bltdiff_ar',), lambda c: c.model.update(dec_dim=128, dec_heads=4,
+                                                             dec_layers=2, dec_mlp_dim=384)),
     'patch_3': (('bltdiff_ar',), _patch_target(3.0)),
     'patch_6': (('bltdiff_ar',), _patch_target(6.0)),
     'hash_1024': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=1024)),
