@@ -183,6 +183,12 @@ def section_scaling(data) -> str:
     lines.append(f"- {name}: bpb = a · C^(−slope), slope {f['slope']:.3f}{err} over budgets "
                  f"{', '.join(f'{b:g}' for b in f['budgets'])} (x {data['budget_unit_flops']:.3g} "
                  'FLOPs)')
+  for name, f in sorted(fits.items()):
+    sat = f.get('saturating')
+    if sat:
+      err = lambda k: f" ± {sat[k + '_stderr']:.2f}" if sat.get(k + '_stderr') is not None else ''
+      lines.append(f"- {name}, with a floor: bpb = E + A · budget^(−rate), E {sat['floor']:.2f}"
+                   f"{err('floor')}, rate {sat['rate']:.2f}{err('rate')}")
   for r in data['rows']:  # each variant against the base recipe at its budget
     name = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
     ref = next((b for b in data['rows'] if b['variant'] == 'base' and b['budget'] == r['budget']

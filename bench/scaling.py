@@ -196,7 +196,32 @@ def fit(rows) -> dict:
     s2 = np.sum((y - pred) ** 2) / (len(rows) - 2)
     stderr = float(math.sqrt(s2 / np.sum((x - x.mean()) ** 2)))
   return dict(slope=float(-slope), slope_stderr=stderr, log_a=float(intercept),
-              budgets=[r['budget'] for r in rows])
+              budgets=[r['budget'] for r in rows], saturating=fit_saturating(rows))
+
+
+def fit_saturating(rows) -> dict | None:
+  """bpb = E + A · budget^(−rate), least squares (the model size is fixed and
+  only the steps grow, so the loss levels off at a floor E: the capacity this
+  size of model leaves, plus the data's entropy). With a floor, a system close
+  to it has a flatter log-log slope at the same rate, so `slope` alone cannot
+  tell a slower rate from a higher floor. Needs ≥ 4 budgets (3 parameters);
+  None otherwise or if the fit does not converge. Returns {floor, amplitude,
+  rate} and their standard errors (from the fit's covariance)."""
+  if len(rows) < 4:
+    return None
+  from scipy.optimize import curve_fit
+  x = np.array([r['budget'] for r in rows], np.float64)
+  y = np.array([r['bpb'] for r in rows], np.float64)
+  try:
+    params, cov = curve_fit(lambda b, e, a, k: e + a * b ** (-k), x, y,
+                            p0=(0.8 * y.min(), y.max() - y.min(), 0.5), maxfev=20000)
+  except RuntimeError:
+    return None
+  errors = np.sqrt(np.diag(cov)) if np.all(np.isfinite(cov)) else [None] * 3
+  names = ('floor', 'amplitude', 'rate')
+  out = {n: float(v) for n, v in zip(names, params)}
+  out.update({f'{n}_stderr': (float(e) if e is not None else None) for n, e in zip(names, errors)})
+  return out
 
 
 def plot(rows, fits, path):
@@ -214,6 +239,12 @@ def plot(rows, fits, path):
     ax.plot(grid, np.exp(f['log_a']) * grid ** (-f['slope']), '-' if base else ':',
             color=line.get_color(), lw=1.2 if base else 0.8,
             label=f"{key}: slope {f['slope']:.3f}")
+    sat = f.get('saturating')
+    if sat:  # the fit with a floor, over the same budgets
+      budgets = grid / (x.min() / min(r['budget'] for r in points))
+      ax.plot(grid, sat['floor'] + sat['amplitude'] * budgets ** (-sat['rate']), '--',
+              color=line.get_color(), lw=0.8,
+              label=f"{key}: floor {sat['floor']:.2f}, rate {sat['rate']:.2f}")
   ax.set_xscale('log')
   ax.set_yscale('log')
   ax.set_xlabel('training FLOPs')
