@@ -13,10 +13,11 @@ hour on 2 CPU cores at this size; bench/likelihood.py runs shorter versions.
 The local decoder is twice the common default (128 wide, 2 layers) and the run
 correspondingly shorter (1700 steps at 1.24e11 FLOPs each against 3000 at
 6.9e10: the same training FLOPs). The scaling benchmark (bench/scaling.py,
-variant decoder_x2) found p(patch | h_i) to be what sets bltdiff's floor at
-this size: at equal FLOPs the wider decoder lowers the bound at every budget
-it ran, and by more as the budget grows, while moving FLOPs the other way
-(latent_heavy) costs 8%. BENCHMARKS.md has the rows.
+variant decoder_x2) found the local decoder, p(patch | h_i), to be what holds
+bltdiff back at this size: at equal FLOPs the wider decoder lowers the bound by
+2.6-4.5% at each budget it ran (0.5x-4x), while moving FLOPs the other way
+(latent_heavy) costs 8%. It shifts the curve down; it does not make it
+steeper. BENCHMARKS.md has the rows.
 """
 
 from configs import common
