@@ -187,8 +187,11 @@ def section_scaling(data) -> str:
     sat = f.get('saturating')
     if sat:
       err = lambda k: f" ± {sat[k + '_stderr']:.2f}" if sat.get(k + '_stderr') is not None else ''
+      undetermined = sat['floor'] < 0 or (sat.get('floor_stderr') or 0) > 0.5
       lines.append(f"- {name}, with a floor: bpb = E + A · budget^(−rate), E {sat['floor']:.2f}"
-                   f"{err('floor')}, rate {sat['rate']:.2f}{err('rate')}")
+                   f"{err('floor')}, rate {sat['rate']:.2f}{err('rate')}"
+                   + (': no floor is determined within these budgets (a power law fits)'
+                      if undetermined else ''))
   for r in data['rows']:  # each variant against the base recipe at its budget
     name = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
     ref = next((b for b in data['rows'] if b['variant'] == 'base' and b['budget'] == r['budget']

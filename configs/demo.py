@@ -26,6 +26,11 @@ def get_config():
   data = common.data_config(source='builtin', seq_len=256, builtin_max_bytes=1_200_000,
                             use_entropies=True)
   return common.run(
+      # The local decoder stays at the common default (64 wide, 1 layer), though
+      # bench/scaling.py (variant decoder_x2) finds one twice that lowers the
+      # bound at equal training FLOPs (configs/latent_gutenberg.py takes it):
+      # a wider decoder costs more per sampled patch, a trade bench/sampling.py
+      # has not measured, and this demo is the size its reference runs share.
       model=common.latent_model(),
       data=data,
       train=common.train_config(),

@@ -30,7 +30,10 @@ def get_config():
                              eval_every=5000, eval_batches=32, sample_every=20_000,
                              checkpoint_every=5000, keep_checkpoints=2)
   return common.run(
-      # Latent transformer: 12 x 768 with SwiGLU 2816 ≈ 106M parameters.
+      # Latent transformer: 12 x 768 with SwiGLU 2816 ≈ 106M parameters. The
+      # local decoder is half its width and 2 layers deep: bench/scaling.py
+      # (variant decoder_x2) finds p(patch | h_i) sets bltdiff's floor when
+      # the decoder is small, as the development corpus recipe does too.
       model=common.latent_model(
           dim=768, num_layers=12, num_heads=12, mlp_dim=2816,
           enc_dim=384, enc_layers=1, enc_heads=6, enc_mlp_dim=1152, hash_buckets=50_000,
