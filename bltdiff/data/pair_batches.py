@@ -238,7 +238,7 @@ def make_pair_iterator(data_config, prepared_dir: str, split: str, *, batch_size
   keep = str(data_config.get('source_keep', 'end'))
   check_layout(seq_len, share, keep)
   use_ent = bool(data_config.get('use_entropies', False)) and mf.read_manifest(prepared_dir, 'pairs')['has_entropies']
-  fraction = float(data_config.get('train_fraction', 1.0)) if split == 'train' else 1.0
+  fraction = subset.split_fraction(data_config, split)
   ds = pair_dataset(prepared_dir, split, seed=seed, process_index=process_index, process_count=process_count,
                     num_epochs=num_epochs, shuffle=shuffle, with_entropies=use_ent, fraction=fraction)
   ds = ds.map(functools.partial(layout_pair, seq_len=seq_len, max_source_share=share, source_keep=keep))

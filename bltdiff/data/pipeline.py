@@ -127,8 +127,7 @@ def make_iterator(data_config, prepared_dir: str, split: str, *, batch_size: int
   use_ent = bool(data_config.use_entropies)
   if use_ent and not mf.read_manifest(prepared_dir)['has_entropies']:
     use_ent = False  # documented: entropies only when the data has them
-  # .get: configs saved before the field existed trained on all documents.
-  fraction = float(data_config.get('train_fraction', 1.0)) if split == 'train' else 1.0
+  fraction = subset.split_fraction(data_config, split)
   ds = document_dataset(prepared_dir, split, seed=seed, process_index=process_index,
                         process_count=process_count, num_epochs=num_epochs, with_entropies=use_ent,
                         fraction=fraction)

@@ -9,6 +9,13 @@ import grain
 import numpy as np
 
 
+def split_fraction(data_config, split: str) -> float:
+  """The share of `split` a run reads: data_config.train_fraction for the
+  train split (1.0 in configs saved before the field existed), all of any
+  other split."""
+  return float(data_config.get('train_fraction', 1.0)) if split == 'train' else 1.0
+
+
 def spread_subset(count: int, fraction: float) -> np.ndarray:
   """Indices of round(count x fraction) of count records (at least one),
   evenly spread: record floor(k x count / keep) for k = 0 .. keep − 1.
