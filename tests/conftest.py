@@ -10,6 +10,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
     os.environ.get('TMPDIR', '/tmp'), f'bltdiff-test-jax-cache-{os.getuid()}'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+# XLA's CPU backend optimizations (LLVM's) cost more compile time than they save
+# on tiny test models, and compiling is most of a test's time (about a quarter
+# less at level 0). The level changes code generation, not what is computed.
+# Subprocesses (the mesh, multiprocess and notebook tests) inherit it.
+FAST_COMPILE = '--xla_backend_optimization_level=0'
+if 'xla_backend_optimization_level' not in os.environ.get('XLA_FLAGS', ''):
+  os.environ['XLA_FLAGS'] = ' '.join(filter(None, [os.environ.get('XLA_FLAGS'), FAST_COMPILE]))
 
 import ml_collections
 import numpy as np

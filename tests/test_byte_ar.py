@@ -18,7 +18,7 @@ CONFIG = common.byte_model('byte_ar', dim=32, num_layers=2, num_heads=2, mlp_dim
 def setup_model():
   model = byte_ar.ByteARModel(CONFIG)
   tokens = jnp.asarray(np.random.RandomState(0).randint(0, 257, (3, 20)), jnp.int32)
-  params = model.init(jax.random.PRNGKey(0), {'tokens': tokens})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': tokens})
   return model, params, tokens
 
 

@@ -22,7 +22,7 @@ CONFIG = common.byte_model('byte_mdlm', dim=32, num_layers=1, num_heads=2, mlp_d
 @pytest.fixture(scope='module')
 def model_and_params():
   model = byte_mdlm.ByteMDLM(CONFIG)
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 24), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 24), jnp.int32)})
   return model, params
 
 

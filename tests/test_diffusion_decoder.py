@@ -268,7 +268,7 @@ def test_training_lowers_the_loss_and_the_sampling_command_runs(make_latent_conf
   tokens = np.frombuffer(text[:4 * 32], np.uint8).astype(np.int32).reshape(4, 32)
   bound = jax.jit(lambda p, k: run.model.loss(p, {'tokens': tokens}, k, train=False)[0])
   mean_bound = lambda p: np.mean([float(bound(p, jax.random.PRNGKey(s))) for s in range(8)])
-  untrained = nn.unbox(run.model.init(jax.random.PRNGKey(0), {'tokens': tokens}))
+  untrained = nn.unbox(jax.jit(run.model.init)(jax.random.PRNGKey(0), {'tokens': tokens}))
   assert mean_bound(run.params) < 0.8 * mean_bound(untrained)
 
   if not flags.FLAGS.is_parsed():

@@ -51,7 +51,7 @@ def batch_and_model(config, rows: int = 4, seed: int = 0):
   model = registry.get_model(config)
   rng = np.random.RandomState(seed)
   tokens = rng.randint(32, 127, size=(rows, config.data.seq_len)).astype(np.int32)
-  params = model.init(jax.random.PRNGKey(seed), {'tokens': tokens})
+  params = jax.jit(model.init)(jax.random.PRNGKey(seed), {'tokens': tokens})
   return model, jax.tree.map(jnp.asarray, params), {'tokens': tokens}
 
 

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
+
 import entropy_worker
 from bltdiff import entropy, vocab
 
@@ -53,7 +55,7 @@ def test_rows_equal_the_single_device_loop():
 def test_eight_devices_write_the_same_shards(corpus_glob, one_device, tmp_path):
   out = str(tmp_path / 'data')
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+             XLA_FLAGS='--xla_force_host_platform_device_count=8 ' + FAST_COMPILE)
   proc = subprocess.run([sys.executable, os.path.join(HERE, 'entropy_worker.py'), corpus_glob, out],
                         env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -55,7 +55,7 @@ def trained(tmp_path_factory):
   loaded = restore.load_for_inference(workdir)
   config = tiny_model_config(corpus, 'parallel', 1)
   model = LatentMDLM(config.model, config.patching)
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, LENGTH), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, LENGTH), jnp.int32)})
   return {'ar': (loaded.model, loaded.params), 'parallel': (model, params)}
 
 

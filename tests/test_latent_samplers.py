@@ -26,7 +26,7 @@ LENGTH = 48
 def make_model(decoder_mode):
   model = LatentMDLM(common.latent_model(**MODEL, decoder_mode=decoder_mode),
                      common.patching_config(**PATCHING))
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, LENGTH), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, LENGTH), jnp.int32)})
   return model, params
 
 

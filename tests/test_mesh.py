@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import FAST_COMPILE
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Tiny models: XLA's CPU backend optimizations cost more compile time than they save.
-FAST_COMPILE = '--xla_backend_optimization_level=0'
 REPO = os.path.dirname(HERE)
 
 DATA = dict(data=8, fsdp=1, tensor=1)

@@ -15,9 +15,9 @@ import numpy as np
 import portpicker
 import pytest
 
+from conftest import FAST_COMPILE
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-# Tiny models: XLA's CPU backend optimizations cost more compile time than they save.
-FAST_COMPILE = '--xla_backend_optimization_level=0'
 REPO = os.path.dirname(HERE)
 TIMEOUT = 180
 

@@ -23,7 +23,7 @@ def test_evaluator_bpb_matches_model_loss():
   model = byte_ar.ByteARModel(config)
   tokens = np.random.RandomState(0).randint(0, 256, (4, 16)).astype(np.int32)
   tokens[1, 5] = vocab.BOUNDARY
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.asarray(tokens)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.asarray(tokens)})
   _, metrics = model.loss(params, {'tokens': jnp.asarray(tokens)}, jax.random.PRNGKey(0),
                           train=False)
   got = sample_quality.evaluator_bpb(model, params, list(tokens), seq_len=16, batch_size=3)
@@ -33,7 +33,7 @@ def test_evaluator_bpb_matches_model_loss():
 def test_padding_is_not_scored():
   config = common.byte_model('byte_ar', dim=32, num_layers=1, num_heads=2, mlp_dim=64)
   model = byte_ar.ByteARModel(config)
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 8), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 8), jnp.int32)})
   row = np.array([72, 105, 33, vocab.PAD, vocab.PAD], np.int32)
   padded = sample_quality.quality_row([row], model, params, seq_len=8)
   clean = sample_quality.quality_row([row[:3]], model, params, seq_len=8)

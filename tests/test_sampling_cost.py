@@ -21,7 +21,7 @@ LENGTH, ROWS = 48, 3
 def latent_model():
   model = LatentMDLM(common.latent_model(**TINY_LATENT_MODEL),
                      common.patching_config(mode='space', max_patch_len=6, num_slots=12))
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, LENGTH), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, LENGTH), jnp.int32)})
   return model, params
 
 
@@ -69,7 +69,7 @@ def test_gathering_is_what_the_accounting_counts():
 def test_byte_mdlm_sampler_flops_are_the_sum_of_its_calls():
   model = byte_mdlm.ByteMDLM(common.byte_model('byte_mdlm', dim=32, num_layers=1, num_heads=2,
                                                mlp_dim=64))
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 24), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 24), jnp.int32)})
   options = SamplerOptions(sampler='adaptive', steps=10, adaptive_alpha=0.3)
   _, stats = model.sample(params, jax.random.PRNGKey(1), options, num_samples=ROWS, length=24)
   cost = sampling_cost.run_flops(model, params, options, stats, ROWS, 24)
@@ -85,7 +85,7 @@ def test_byte_mdlm_sampler_flops_are_the_sum_of_its_calls():
 def test_byte_ar_flops_are_its_decode_steps():
   model = byte_ar.ByteARModel(common.byte_model('byte_ar', dim=32, num_layers=2, num_heads=2,
                                                 mlp_dim=64))
-  params = model.init(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 24), jnp.int32)})
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': jnp.zeros((1, 24), jnp.int32)})
   options = SamplerOptions(sampler='cached')
   _, stats = model.sample(params, jax.random.PRNGKey(0), options, num_samples=ROWS, length=24)
   cost = sampling_cost.run_flops(model, params, options, stats, ROWS, 24)
@@ -98,7 +98,7 @@ def test_byte_ar_flops_are_its_decode_steps():
 def test_entropy_model_flops_on_a_prompt():
   module = byte_ar.make_byte_ar(common.byte_model('byte_ar', dim=32, num_layers=1,
                                                   num_heads=2, mlp_dim=64))
-  params = module.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
+  params = jax.jit(module.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))['params']
   scorer = entropy.entropy_model_from_module(module, params, chunk_len=16, batch_size=2)
   one_batch = flops.count(lambda p, t: entropy.entropy_from_logits(module.apply({'params': p}, t)),
                           params, jnp.zeros((2, 16), jnp.int32))
