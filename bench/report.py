@@ -192,13 +192,31 @@ def section_scaling(data) -> str:
                    f"{err('floor')}, rate {sat['rate']:.2f}{err('rate')}"
                    + (': no floor is determined within these budgets (a power law fits)'
                       if undetermined else ''))
-  for r in data['rows']:  # each variant against the base recipe at its budget
+  def row_of(system, decoder_mode, variant, budget):
+    return next((b for b in data['rows'] if (b['system'], b['decoder_mode'], b['variant'],
+                                             b['budget']) == (system, decoder_mode, variant,
+                                                              budget)), None)
+
+  for r in data['rows']:  # each variant against the base recipe, a seed against seed 0
     name = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
-    ref = next((b for b in data['rows'] if b['variant'] == 'base' and b['budget'] == r['budget']
-                and (b['system'], b['decoder_mode']) == (r['system'], r['decoder_mode'])), None)
+    seed_of = seed_zero_variant(r['variant'])
+    ref = row_of(r['system'], r['decoder_mode'], seed_of or 'base', r['budget'])
     if r['variant'] != 'base' and ref:
-      lines.append(f"- {name} {r['variant']} at {r['budget']:g}x: {r['bpb']:.3f} against the "
-                   f"base recipe's {ref['bpb']:.3f} ({100 * (r['bpb'] / ref['bpb'] - 1):+.1f}%)")
+      against = f"seed 0's {ref['bpb']:.3f}" if seed_of else f"the base recipe's {ref['bpb']:.3f}"
+      lines.append(f"- {name} {r['variant']} at {r['budget']:g}x: {r['bpb']:.3f} against "
+                   f"{against} ({100 * (r['bpb'] / ref['bpb'] - 1):+.1f}%)")
+  for r in data['rows']:  # the ratio to byte MDLM over both seeds, where both ran
+    seed_of = seed_zero_variant(r['variant'])
+    if r['system'] != 'bltdiff' or not seed_of:
+      continue
+    mine = [row_of('bltdiff', r['decoder_mode'], v, r['budget']) for v in (seed_of, r['variant'])]
+    theirs = [row_of('byte_mdlm', None, v, r['budget']) for v in ('base', 'seed_1')]
+    if all(mine) and all(theirs):
+      ratios = [a['bpb'] / b['bpb'] for a, b in zip(mine, theirs)]
+      mean = (sum(a['bpb'] for a in mine) / 2) / (sum(b['bpb'] for b in theirs) / 2)
+      lines.append(f"- bltdiff ({seed_of} recipe) / byte MDLM at {r['budget']:g}x, seed by seed: "
+                   f"{ratios[0]:.3f} (seed 0), {ratios[1]:.3f} (seed 1); of the two seeds' "
+                   f"means {mean:.3f}")
   base = {n.split(' ')[0]: f for n, f in fits.items() if n.endswith(' base')}
   if 'bltdiff_ar' in base and 'byte_mdlm' in base:
     at = 4 * data['budget_unit_flops']
@@ -211,6 +229,14 @@ def section_scaling(data) -> str:
   return ('\n'.join(lines) + '\n\n'
           + table(data['rows'], ['system', 'decoder_mode', 'variant', 'budget', 'train_flops',
                                  'bpb', 'train_bpb', 'params', 'steps']))
+
+
+def seed_zero_variant(variant: str):
+  """The seed-0 variant a seed-1 variant repeats ('seed_1' -> 'base',
+  'decoder_x2_seed_1' -> 'decoder_x2'), or None."""
+  if variant == 'seed_1':
+    return 'base'
+  return variant[:-len('_seed_1')] if variant.endswith('_seed_1') else None
 
 
 SECTIONS = [

@@ -36,6 +36,8 @@ base config of the systems it names:
   seed_1                 the base recipe with seed 1 (initialization, data order,
                          evaluation draws): the run-to-run spread that the
                          variants' differences are read against
+  decoder_x2_seed_1      decoder_x2 with seed 1: the spread of the recipe that
+                         configs/latent_gutenberg.py takes
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -90,6 +92,15 @@ def _latent_heavy(c):
                  dec_dim=48, dec_heads=2, dec_mlp_dim=96)
 
 
+def _decoder_x2(c):
+  c.model.update(dec_dim=128, dec_heads=4, dec_layers=2, dec_mlp_dim=384)
+
+
+def _decoder_x2_seed_1(c):
+  _decoder_x2(c)
+  c.update(seed=1)
+
+
 VARIANTS = {
     'base': ((), lambda c: None),
     'lr_x0.5': (('bltdiff_ar', 'byte_mdlm'), _scale_lr(0.5)),
@@ -98,8 +109,7 @@ VARIANTS = {
     'warmup_quarter': (('bltdiff_ar', 'byte_mdlm'),
                        lambda c: c.train.update(warmup_steps=10 ** 9)),
     'latent_heavy': (('bltdiff_ar',), _latent_heavy),
-    'decoder_x2': (('bltdiff_ar',), lambda c: c.model.update(dec_dim=128, dec_heads=4,
-                                                             dec_layers=2, dec_mlp_dim=384)),
+    'decoder_x2': (('bltdiff_ar',), _decoder_x2),
     'patch_3': (('bltdiff_ar',), _patch_target(3.0)),
     'patch_6': (('bltdiff_ar',), _patch_target(6.0)),
     'hash_1024': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=1024)),
@@ -107,6 +117,7 @@ VARIANTS = {
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
     'seed_1': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.update(seed=1)),
+    'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
@@ -267,7 +278,8 @@ def define_flags():
                     'Budgets (x likelihood.py\'s).')
   flags.DEFINE_list('variants', ['base'], f'Variants: {", ".join(VARIANTS)}.')
   flags.DEFINE_list('systems', list(DEFAULT_SYSTEMS),
-                    f'Systems for the base variant, of: {", ".join(SYSTEMS)}.')
+                    f'Systems for the base variant, of: {", ".join(SYSTEMS)}; given on the '
+                    'command line, it also filters the systems another variant names.')
   flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
                       'Run directory, shared with bench/likelihood.py.')
   flags.DEFINE_string('out', str(RESULTS / 'scaling.json'), 'Results JSON (rows are merged '
@@ -287,6 +299,8 @@ def main(argv):
   rows = {(r['system'], r['decoder_mode'], r['variant'], r['budget']): r for r in old}
   for variant in args.variants:
     systems = VARIANTS[variant][0] or args.systems
+    if args['systems'].present:  # given on the command line: a filter on any variant's systems
+      systems = [s for s in systems if s in args.systems]
     for system in systems:
       for budget in map(float, args.budgets):
         row = run(system, variant, budget, workdir, shared, unit)
