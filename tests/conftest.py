@@ -88,10 +88,10 @@ def apply_overrides(c, overrides: dict):
 # The slowest files first (measured with --durations): CI runs `-n 2 --dist
 # loadfile`, which hands whole files to the two workers in collection order, so
 # a long file collected last would leave the other worker idle at the end.
-SLOWEST_FIRST = ('test_notebook.py', 'test_export.py', 'test_latent_decoding.py',
-                 'test_distillation.py', 'test_diffusion_decoder.py', 'test_latent_samplers.py',
-                 'test_latent_mdlm.py', 'test_sampling_cost.py', 'test_mesh.py',
-                 'test_multiprocess.py')
+SLOWEST_FIRST = ('test_latent_decoding.py', 'test_distillation.py', 'test_latent_samplers.py',
+                 'test_notebook.py', 'test_diffusion_decoder.py', 'test_export.py',
+                 'test_sampling_cost.py', 'test_mesh.py', 'test_latent_mdlm.py',
+                 'test_multiprocess.py', 'test_conditional.py')
 
 
 def pytest_collection_modifyitems(config, items):
