@@ -36,6 +36,9 @@ base config of the systems it names:
   seed_1                 the base recipe with seed 1 (initialization, data order,
                          evaluation draws): the run-to-run spread that the
                          variants' differences are read against
+  slot_weighting         every masked slot weighs the same in training
+                         (model.slot_weighting = 'slot', bltdiff/latent/slot_weighting.py)
+                         instead of by its bytes; the bound reported is unchanged
   decoder_x2_seed_1      decoder_x2 with seed 1: the spread of the recipe that
                          configs/latent_gutenberg.py takes
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
@@ -117,6 +120,7 @@ VARIANTS = {
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
     'seed_1': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.update(seed=1)),
+    'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')

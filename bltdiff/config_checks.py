@@ -4,6 +4,7 @@ that names the field, before anything is compiled or read."""
 from bltdiff.data import pair_batches
 from bltdiff.models import registry
 from bltdiff.errors import ConfigError
+from bltdiff.latent.slot_weighting import SLOT_WEIGHTINGS
 from data_prep import pair_sources
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.patch_starts import ENTROPY_MODES
@@ -45,6 +46,12 @@ def validate(config, num_batch_shards: int = 1):
   if 'schedule' in m:  # diffusion models
     _require(m.schedule in SCHEDULES,
              f'model.schedule: unknown schedule {m.schedule!r}; expected one of {SCHEDULES}')
+  weighting = m.get('slot_weighting', 'byte')
+  _require(weighting in SLOT_WEIGHTINGS,
+           f'model.slot_weighting: expected one of {SLOT_WEIGHTINGS}, got {weighting!r}')
+  _require(weighting == 'byte' or data_format != 'pairs',
+           "model.slot_weighting: 'slot' is for text runs; the conditional model trains on "
+           "its bound ('byte')")
   _require(m.dtype in ('float32', 'bfloat16'),
            f'model.dtype: expected float32 or bfloat16, got {m.dtype!r}')
 

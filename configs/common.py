@@ -110,6 +110,9 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # 'ar' (byte by byte), 'parallel' (first byte + length, then all) or 'diffusion'
       # (masked diffusion over the patch, sample.intra_patch steps)
       decoder_mode='ar',
+      # Training weighting of the masked slots: 'byte' trains on the bound itself,
+      # 'slot' weighs every slot the same (bltdiff/latent/diffusion.py); eval is the bound.
+      slot_weighting='byte',
       schedule='loglinear', schedule_eps=0.0, dtype='float32')
   c.update(overrides)
   return ml_collections.ConfigDict(c)

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.latent import sampling
+from bltdiff.latent import sampling, slot_weighting
 from bltdiff.latent.decoding import PatchDecoder
 from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
@@ -188,7 +188,8 @@ class LatentMDLM(Model):
     return jnp.where(masked, -lp, 0.0), hits, valid
 
   def loss(self, params, batch, key, train: bool = True, t=None):
-    """Mean bound in nats per byte, and metrics ('bpb' over all bytes)."""
+    """Mean bound in nats per byte (in training with model.slot_weighting 'slot':
+    bltdiff/latent/slot_weighting.py's objective), and metrics ('bpb': the bound)."""
     tokens = jnp.asarray(batch['tokens'])
     b, n = tokens.shape
     patches, pt = patchify(tokens, _entropies(batch, b), self.patch_config)
@@ -204,11 +205,15 @@ class LatentMDLM(Model):
     filled = jnp.sum(patches.slot_mask, axis=-1)
     count = -self.count_log_probs(params)[filled]  # 2. [b]
     overflow = patches.num_overflow_bytes.astype(jnp.float32) * OVERFLOW_NATS_PER_BYTE  # 3. [b]
-    loss = jnp.mean(diffusion + count + overflow) / n
+    loss = bound = jnp.mean(diffusion + count + overflow) / n
+    if train and slot_weighting.of(self.config) == 'slot':  # trains on another objective
+      reweighted = self.schedule.weight(t) * jnp.sum(
+          slot_weighting.per_slot(nll, patches.lengths, patches.slot_mask), axis=-1)
+      loss = jnp.mean(reweighted + count + overflow) / n
     byte_acc, patch_acc = accuracies(hits, valid, masked)
     to_bits = lambda x: x / (n * math.log(2.0))
     return loss, {
-        'loss': loss, 'bpb': loss / math.log(2.0),
+        'loss': loss, 'bpb': bound / math.log(2.0),
         'diffusion_bpb': to_bits(jnp.mean(diffusion)), 'count_bpb': to_bits(jnp.mean(count)),
         'overflow_bpb': to_bits(jnp.mean(overflow)),
         'mean_patch_bytes': jnp.sum(patches.lengths) / jnp.maximum(jnp.sum(filled), 1),
