@@ -217,6 +217,20 @@ def section_scaling(data) -> str:
       lines.append(f"- bltdiff ({seed_of} recipe) / byte MDLM at {r['budget']:g}x, seed by seed: "
                    f"{ratios[0]:.3f} (seed 0), {ratios[1]:.3f} (seed 1); of the two seeds' "
                    f"means {mean:.3f}")
+  for budget in budgets:  # equal tuning effort: each system at its best of the same sweep
+    best = {}
+    for system in ('bltdiff', 'byte_mdlm'):
+      tried = [row_of(system, 'ar' if system == 'bltdiff' else None, v, budget)
+               for v in TUNING_VARIANTS]
+      tried = [r for r in tried if r]
+      if len(tried) > 1:
+        best[system] = (min(tried, key=lambda r: r['bpb']), [r['variant'] for r in tried])
+    if len(best) == 2 and best['bltdiff'][1] == best['byte_mdlm'][1]:
+      (mine, tried), (theirs, _) = best['bltdiff'], best['byte_mdlm']
+      lines.append(f"- Tuned per system at {budget:g}x (the best of {', '.join(tried)} for "
+                   f"each): bltdiff {mine['variant']} {mine['bpb']:.3f}, byte MDLM "
+                   f"{theirs['variant']} {theirs['bpb']:.3f}, ratio "
+                   f"{mine['bpb'] / theirs['bpb']:.3f}")
   base = {n.split(' ')[0]: f for n, f in fits.items() if n.endswith(' base')}
   if 'bltdiff_ar' in base and 'byte_mdlm' in base:
     at = 4 * data['budget_unit_flops']
@@ -229,6 +243,10 @@ def section_scaling(data) -> str:
   return ('\n'.join(lines) + '\n\n'
           + table(data['rows'], ['system', 'decoder_mode', 'variant', 'budget', 'train_flops',
                                  'bpb', 'train_bpb', 'params', 'steps']))
+
+
+# bench/scaling.py's learning-rate and warmup sweep, the same for both systems.
+TUNING_VARIANTS = ('base', 'lr_x0.5', 'lr_x2', 'warmup_quarter')
 
 
 def seed_zero_variant(variant: str):
