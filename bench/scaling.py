@@ -37,8 +37,11 @@ base config of the systems it names:
                          evaluation draws): the run-to-run spread that the
                          variants' differences are read against
   slot_weighting         every masked slot weighs the same in training
-                         (model.slot_weighting = 'slot', bltdiff/latent/slot_weighting.py)
+                         (model.slot_weighting = 'slot', bltdiff/latent/train_objective.py)
                          instead of by its bytes; the bound reported is unchanged
+  count_masking          training draws the number of masked slots, not t
+                         (model.masking = 'count'): the same bound, estimated
+                         with less variance
   decoder_x2_seed_1      decoder_x2 with seed 1: the spread of the recipe that
                          configs/latent_gutenberg.py takes
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
@@ -121,6 +124,7 @@ VARIANTS = {
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
     'seed_1': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.update(seed=1)),
     'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
+    'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')

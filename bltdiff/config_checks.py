@@ -4,7 +4,7 @@ that names the field, before anything is compiled or read."""
 from bltdiff.data import pair_batches
 from bltdiff.models import registry
 from bltdiff.errors import ConfigError
-from bltdiff.latent.slot_weighting import SLOT_WEIGHTINGS
+from bltdiff.latent.train_objective import MASKINGS, SLOT_WEIGHTINGS
 from data_prep import pair_sources
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.patch_starts import ENTROPY_MODES
@@ -52,6 +52,10 @@ def validate(config, num_batch_shards: int = 1):
   _require(weighting == 'byte' or data_format != 'pairs',
            "model.slot_weighting: 'slot' is for text runs; the conditional model trains on "
            "its bound ('byte')")
+  masking = m.get('masking', 'independent')
+  _require(masking in MASKINGS, f'model.masking: expected one of {MASKINGS}, got {masking!r}')
+  _require(masking == 'independent' or data_format != 'pairs',
+           "model.masking: 'count' is for text runs; the conditional model draws t")
   _require(m.dtype in ('float32', 'bfloat16'),
            f'model.dtype: expected float32 or bfloat16, got {m.dtype!r}')
 

@@ -110,9 +110,10 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # 'ar' (byte by byte), 'parallel' (first byte + length, then all) or 'diffusion'
       # (masked diffusion over the patch, sample.intra_patch steps)
       decoder_mode='ar',
-      # Training weighting of the masked slots: 'byte' trains on the bound itself,
-      # 'slot' weighs every slot the same (bltdiff/latent/diffusion.py); eval is the bound.
-      slot_weighting='byte',
+      # Training only (bltdiff/latent/train_objective.py; eval is the bound as always):
+      # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
+      # 'independent' draws t then the masked slots, 'count' draws their number.
+      slot_weighting='byte', masking='independent',
       schedule='loglinear', schedule_eps=0.0, dtype='float32')
   c.update(overrides)
   return ml_collections.ConfigDict(c)

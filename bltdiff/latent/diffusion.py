@@ -49,7 +49,7 @@ import jax.numpy as jnp
 
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.latent import sampling, slot_weighting
+from bltdiff.latent import sampling, train_objective
 from bltdiff.latent.decoding import PatchDecoder
 from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
@@ -188,28 +188,31 @@ class LatentMDLM(Model):
     return jnp.where(masked, -lp, 0.0), hits, valid
 
   def loss(self, params, batch, key, train: bool = True, t=None):
-    """Mean bound in nats per byte (in training with model.slot_weighting 'slot':
-    bltdiff/latent/slot_weighting.py's objective), and metrics ('bpb': the bound)."""
+    """Mean bound in nats per byte, and metrics ('bpb': the bound). In training,
+    model.slot_weighting and model.masking choose bltdiff/latent/train_objective.py's
+    objective and estimate."""
     tokens = jnp.asarray(batch['tokens'])
     b, n = tokens.shape
     patches, pt = patchify(tokens, _entropies(batch, b), self.patch_config)
     t_key, mask_key, dropout_key = jax.random.split(key, 3)
-    if t is None:
-      t = antithetic_times(t_key, b, TRAIN_T_MIN if train else 0.0)
-    masked = mask_slots(mask_key, patches.slot_mask, self.schedule.alpha(t))
+    if t is None and train and train_objective.masking_of(self.config) == 'count':
+      masked, weight = train_objective.count_masked(mask_key, patches.slot_mask)  # t integrated
+    else:
+      t = antithetic_times(t_key, b, TRAIN_T_MIN if train else 0.0) if t is None else t
+      masked = mask_slots(mask_key, patches.slot_mask, self.schedule.alpha(t))
+      weight = self.schedule.weight(t)  # [b]
     nll, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked,
                                      dropout_key if train and self.config.dropout else None,
                                      jax.random.fold_in(key, INTRA_KEY),
                                      TRAIN_T_MIN if train else 0.0)
-    diffusion = self.schedule.weight(t) * jnp.sum(nll, axis=-1)  # 1. [b]
+    diffusion = weight * jnp.sum(nll, axis=-1)  # 1. [b]
     filled = jnp.sum(patches.slot_mask, axis=-1)
     count = -self.count_log_probs(params)[filled]  # 2. [b]
     overflow = patches.num_overflow_bytes.astype(jnp.float32) * OVERFLOW_NATS_PER_BYTE  # 3. [b]
     loss = bound = jnp.mean(diffusion + count + overflow) / n
-    if train and slot_weighting.of(self.config) == 'slot':  # trains on another objective
-      reweighted = self.schedule.weight(t) * jnp.sum(
-          slot_weighting.per_slot(nll, patches.lengths, patches.slot_mask), axis=-1)
-      loss = jnp.mean(reweighted + count + overflow) / n
+    if train and train_objective.weighting_of(self.config) == 'slot':  # another objective
+      per_slot = train_objective.per_slot(nll, patches.lengths, patches.slot_mask)
+      loss = jnp.mean(weight * jnp.sum(per_slot, axis=-1) + count + overflow) / n
     byte_acc, patch_acc = accuracies(hits, valid, masked)
     to_bits = lambda x: x / (n * math.log(2.0))
     return loss, {
@@ -250,20 +253,6 @@ class LatentMDLM(Model):
     entropy = self.decoder.entropy_estimate(params, latents.reshape(b * p, d))
     steps = self.decoder.intra_patch_steps(entropy, intra_patch)
     return entropy.reshape(b, p), steps.reshape(b, p)
-
-  def reconstruction_accuracy(self, params, tokens, entropies=None, key=None,
-                              mask_rate: float = 0.5):
-    """How well D recovers masked patches from context, decoding greedily:
-    masks each real slot with probability mask_rate; returns byte_acc (over
-    the masked patches' symbols) and patch_acc (whole patches)."""
-    key = jax.random.PRNGKey(0) if key is None else key
-    patches, pt = self.patchify(tokens, entropies)
-    alpha = jnp.full(patches.slot_mask.shape[:1], 1.0 - mask_rate, jnp.float32)
-    masked = mask_slots(key, patches.slot_mask, alpha)
-    _, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked,
-                                   intra_key=key)
-    byte_acc, patch_acc = accuracies(hits, valid, masked)
-    return {'byte_acc': float(byte_acc), 'patch_acc': float(patch_acc)}
 
   def sampler_adapter(self, params, top_p: float, num_samples: int, length: int):
     P, L = self.patch_config.num_slots, self.patch_config.max_patch_len
