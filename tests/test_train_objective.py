@@ -14,6 +14,7 @@ from bltdiff import config_checks
 from bltdiff.errors import ConfigError
 from bltdiff.latent import train_objective
 from bltdiff.latent.diffusion import mask_slots
+from bltdiff.training import checkpointing
 from bltdiff.models import registry
 from conftest import tiny_latent_config
 
@@ -108,3 +109,17 @@ def test_count_masking_trains_on_the_bound(corpus_glob):
   for train, differs in ((True, True), (False, False)):
     a, b = losses(config, tokens, train)[0], losses(independent, tokens, train)[0]
     assert (abs(float(a) - float(b)) > 1e-6) == differs
+
+
+def test_a_run_saved_before_these_fields_resumes_with_either_choice(corpus_glob, tmp_path):
+  """Training choices, not shapes: a run whose config.json predates them (or
+  chose otherwise) resumes under any value."""
+  old = tiny_latent_config(corpus_glob)
+  with old.unlocked():
+    del old.model['slot_weighting'], old.model['masking']
+  checkpointing.save_config(old, str(tmp_path))
+  for overrides in ({}, {'model.masking': 'count', 'model.slot_weighting': 'slot'}):
+    checkpointing.check_resumable(tiny_latent_config(corpus_glob, **overrides), str(tmp_path))
+  with pytest.raises(ConfigError, match='model.dim'):  # a shape still stops it
+    checkpointing.check_resumable(tiny_latent_config(corpus_glob, **{'model.dim': 64}),
+                                  str(tmp_path))
