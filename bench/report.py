@@ -180,9 +180,11 @@ def section_scaling(data) -> str:
         f'{r:.3f} at {b:g}x' for b, r in measured) + '.')
   for name, f in sorted(fits.items()):
     err = f" ± {f['slope_stderr']:.3f}" if f.get('slope_stderr') else ''
+    same = f.get('same_budgets') or {}
     lines.append(f"- {name}: bpb = a · C^(−slope), slope {f['slope']:.3f}{err} over budgets "
                  f"{', '.join(f'{b:g}' for b in f['budgets'])} (x {data['budget_unit_flops']:.3g} "
-                 'FLOPs)')
+                 'FLOPs)' + ('; over the same budgets ' + ', '.join(
+                     f'{k} {v:.3f}' for k, v in same.items()) if same else ''))
   for name, f in sorted(fits.items()):
     sat = f.get('saturating')
     if sat:

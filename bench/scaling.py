@@ -218,6 +218,19 @@ def fit(rows) -> dict:
               budgets=[r['budget'] for r in rows], saturating=fit_saturating(rows))
 
 
+def same_budget_slopes(groups: dict, name: str) -> dict:
+  """{group: slope} of the base recipes (this system's and byte MDLM's) fitted
+  over exactly the budgets of group `name`: a variant run at a few budgets is
+  read against these, not against fits over other budgets (the curves bend)."""
+  budgets = {r['budget'] for r in groups[name]}
+  out = {}
+  for ref in dict.fromkeys([name.split(' ')[0] + ' base', 'byte_mdlm base']):
+    rows = [r for r in groups.get(ref, []) if r['budget'] in budgets]
+    if ref != name and len(rows) == len(budgets):
+      out[ref] = fit(rows)['slope']
+  return out
+
+
 def fit_saturating(rows) -> dict | None:
   """bpb = E + A · budget^(−rate), least squares (the model size is fixed and
   only the steps grow, so the loss levels off at a floor E: the capacity this
@@ -323,6 +336,8 @@ def main(argv):
   for r in rows:
     groups.setdefault(name_of(r), []).append(r)
   fits = {k: fit(v) for k, v in groups.items() if len(v) >= 2}
+  for name, f in fits.items():
+    f['same_budgets'] = same_budget_slopes(groups, name)
   # Rows accumulate over invocations: every command that added some is kept.
   previous = json.loads(out_path.read_text()) if out_path.exists() else {}
   commands = previous.get('commands', [previous['command']] if 'command' in previous else [])
