@@ -4,7 +4,7 @@ that names the field, before anything is compiled or read."""
 from bltdiff.data import pair_batches
 from bltdiff.models import registry
 from bltdiff.errors import ConfigError
-from bltdiff.latent.train_objective import MASKINGS, SLOT_WEIGHTINGS
+from bltdiff.latent import train_objective
 from data_prep import pair_sources
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.patch_starts import ENTROPY_MODES
@@ -46,14 +46,16 @@ def validate(config, num_batch_shards: int = 1):
   if 'schedule' in m:  # diffusion models
     _require(m.schedule in SCHEDULES,
              f'model.schedule: unknown schedule {m.schedule!r}; expected one of {SCHEDULES}')
-  weighting = m.get('slot_weighting', 'byte')
-  _require(weighting in SLOT_WEIGHTINGS,
-           f'model.slot_weighting: expected one of {SLOT_WEIGHTINGS}, got {weighting!r}')
+  weighting = train_objective.weighting_of(m)
+  _require(weighting in train_objective.SLOT_WEIGHTINGS,
+           f'model.slot_weighting: expected one of {train_objective.SLOT_WEIGHTINGS}, '
+           f'got {weighting!r}')
   _require(weighting == 'byte' or data_format != 'pairs',
            "model.slot_weighting: 'slot' is for text runs; the conditional model trains on "
            "its bound ('byte')")
-  masking = m.get('masking', 'independent')
-  _require(masking in MASKINGS, f'model.masking: expected one of {MASKINGS}, got {masking!r}')
+  masking = train_objective.masking_of(m)
+  _require(masking in train_objective.MASKINGS,
+           f'model.masking: expected one of {train_objective.MASKINGS}, got {masking!r}')
   _require(masking == 'independent' or data_format != 'pairs',
            "model.masking: 'count' is for text runs; the conditional model draws t")
   _require(m.dtype in ('float32', 'bfloat16'),
