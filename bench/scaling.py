@@ -44,6 +44,10 @@ base config of the systems it names:
                          with less variance
   decoder_x2_seed_1      decoder_x2 with seed 1: the spread of the recipe that
                          configs/latent_gutenberg.py takes
+  width_x1.5             the main transformer (bltdiff's latent, byte MDLM's
+                         byte network) 1.5x wider, ~2.25x its parameters, for
+                         both systems: at a fixed size every budget only adds
+                         steps, so this is the model size growing with the budget
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -102,6 +106,13 @@ def _decoder_x2(c):
   c.model.update(dec_dim=128, dec_heads=4, dec_layers=2, dec_mlp_dim=384)
 
 
+def _width_x1_5(c):
+  # The main transformer (bltdiff's latent, byte MDLM's byte network) 1.5x wider,
+  # ~2.25x its parameters, heads of the same size; everything else as the base.
+  heads = c.model.num_heads * 3 // 2
+  c.model.update(dim=c.model.dim * 3 // 2, num_heads=heads, mlp_dim=c.model.mlp_dim * 3 // 2)
+
+
 def _decoder_x2_seed_1(c):
   _decoder_x2(c)
   c.update(seed=1)
@@ -126,6 +137,7 @@ VARIANTS = {
     'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
+    'width_x1.5': (('bltdiff_ar', 'byte_mdlm'), _width_x1_5),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
