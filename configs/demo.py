@@ -28,9 +28,14 @@ def get_config():
   return common.run(
       # The local decoder stays at the common default (64 wide, 1 layer), though
       # bench/scaling.py (variant decoder_x2) finds one twice that lowers the
-      # bound at equal training FLOPs (configs/latent_gutenberg.py takes it):
-      # a wider decoder costs more per sampled patch, a trade bench/sampling.py
-      # has not measured, and this demo is the size its reference runs share.
+      # bound by 2.6-4.5% at equal training FLOPs (configs/latent_gutenberg.py
+      # and configs/owt.py take it). This demo is the size bench/sampling.py's
+      # runs share, and there the wider decoder costs more than it gives: a
+      # sample with 8 latent calls takes 1.42x the FLOPs (5.6 -> 7.9 MFLOPs per
+      # byte, the decoder's share 8% -> 35%), for a few per cent of bound; and a
+      # training step 2.7x (4.0 -> 10.8 MFLOPs per byte: 2.7x fewer steps in the
+      # same time). Both from: python bench/model_costs.py --configs=configs/demo.py
+      #   [--set=model.dec_dim=128,model.dec_heads=4,model.dec_layers=2,model.dec_mlp_dim=384]
       model=common.latent_model(),
       data=data,
       train=common.train_config(),
