@@ -233,6 +233,7 @@ def section_scaling(data) -> str:
                    f"each): bltdiff {mine['variant']} {mine['bpb']:.3f}, byte MDLM "
                    f"{theirs['variant']} {theirs['bpb']:.3f}, ratio "
                    f"{mine['bpb'] / theirs['bpb']:.3f}")
+  lines += carried_tuning(row_of, budgets) + size_frontier(row_of, budgets)
   base = {n.split(' ')[0]: f for n, f in fits.items() if n.endswith(' base')}
   if 'bltdiff_ar' in base and 'byte_mdlm' in base:
     at = 4 * data['budget_unit_flops']
@@ -249,6 +250,60 @@ def section_scaling(data) -> str:
 
 # bench/scaling.py's learning-rate and warmup sweep, the same for both systems.
 TUNING_VARIANTS = ('base', 'lr_x0.5', 'lr_x2', 'warmup_quarter')
+# The model sizes of both systems in bench/scaling.py (variant width_x1.5: the
+# main transformer 1.5x wider).
+SIZE_VARIANTS = ('base', 'width_x1.5')
+SYSTEM_MODES = (('bltdiff', 'ar'), ('byte_mdlm', None))
+
+
+def carried_tuning(row_of, budgets) -> list:
+  """Each system's best of the tuning sweep at the smallest budget where the
+  whole sweep ran for both, read at each larger budget where both winners
+  ran: tuning at a small budget and carrying it up, the same for both."""
+  for tuned_at in budgets:
+    tried = {s: [r for r in (row_of(s, m, v, tuned_at) for v in TUNING_VARIANTS) if r]
+             for s, m in SYSTEM_MODES}
+    if all(len(t) == len(TUNING_VARIANTS) for t in tried.values()):
+      break
+  else:
+    return []
+  best = {s: min(t, key=lambda r: r['bpb'])['variant'] for s, t in tried.items()}
+  lines = []
+  for budget in budgets:
+    if budget <= tuned_at:
+      continue
+    rows = {s: row_of(s, m, best[s], budget) for s, m in SYSTEM_MODES}
+    if all(rows.values()):
+      mine, theirs = rows['bltdiff'], rows['byte_mdlm']
+      lines.append(f"- Tuned at {tuned_at:g}x, carried to {budget:g}x: bltdiff {best['bltdiff']} "
+                   f"{mine['bpb']:.3f}, byte MDLM {best['byte_mdlm']} {theirs['bpb']:.3f}, ratio "
+                   f"{mine['bpb'] / theirs['bpb']:.3f}")
+  return lines
+
+
+def size_frontier(row_of, budgets) -> list:
+  """The model size growing with the budget: at each budget where every
+  system ran every size, each system's better size; the slope from the
+  smallest to the largest such budget, beside the fixed-size (base) slope
+  over the same two budgets, and the bltdiff / byte MDLM ratio of the best."""
+  both = [b for b in budgets if all(row_of(s, m, v, b) for s, m in SYSTEM_MODES
+                                     for v in SIZE_VARIANTS)]
+  if len(both) < 2:
+    return []
+  lo, hi = both[0], both[-1]
+  best = {(s, b): min((row_of(s, m, v, b) for v in SIZE_VARIANTS), key=lambda r: r['bpb'])
+          for s, m in SYSTEM_MODES for b in both}
+  slope = lambda a, b: math.log(a['bpb'] / b['bpb']) / math.log(hi / lo)
+  parts = []
+  for s, m in SYSTEM_MODES:
+    grown = slope(best[(s, lo)], best[(s, hi)])
+    fixed = slope(row_of(s, m, 'base', lo), row_of(s, m, 'base', hi))
+    parts.append(f"{s} {best[(s, lo)]['variant']} at {lo:g}x, {best[(s, hi)]['variant']} at "
+                 f"{hi:g}x: slope {grown:.3f} (fixed base size {fixed:.3f})")
+  ratios = ', '.join(f"{best[('bltdiff', b)]['bpb'] / best[('byte_mdlm', b)]['bpb']:.3f} at {b:g}x"
+                     for b in both)
+  return [f"- Model size chosen per budget (the better of {', '.join(SIZE_VARIANTS)}): "
+          + '; '.join(parts) + f"; bltdiff / byte MDLM {ratios}"]
 
 
 def seed_zero_variant(variant: str):
