@@ -323,6 +323,10 @@ SECTIONS = [
      'likelihood.png'),
     ('Likelihood as compute grows', 'scaling.json', 'python bench/scaling.py',
      section_scaling, 'scaling.png'),
+    ('Where the bound gains: its integrand by masking time', 'bound_by_t.json',
+     'python bench/bound_by_t.py',
+     lambda data: section_rows(['system', 'variant', 'budget']
+                               + [f't={t}' for t in data['times']])(data), 'bound_by_t.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
      section_sampling, 'sampling_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',

@@ -89,3 +89,38 @@ def test_visible_units_cost_nothing():
   assert float(lp[0, 0, 1]) == 0.0 and float(lp[0, 4, 256]) == 0.0
   assert np.allclose(jax.nn.logsumexp(lp, -1), 0.0, atol=1e-5)
   assert lp.shape[-1] == vocab.NUM_DATA_SYMBOLS  # MASK is never a prediction
+
+
+def test_integrand_at_fixed_times_integrates_to_the_exact_nll():
+  """bench/bound_by_t.py's decomposition: the bound is ∫_0^1 f(t) dt with f(t) the
+  1/t-weighted masked NLL at a fixed t; with the exact posterior the
+  midpoint rule over fixed times recovers the exact NLL."""
+  seqs, p = toy_distribution()
+  exact_nll = float(-jnp.sum(p * jnp.log(p)))
+  schedule, draws, bins = Schedule('loglinear'), 200, 20
+  batch = jnp.repeat(seqs, draws, axis=0)
+  means, variances = [], []
+  for i in range(bins):
+    t = jnp.full((batch.shape[0],), (i + 0.5) / bins)
+    per_x = byte_mdlm.nelbo(exact_posterior(seqs, p), batch, jax.random.PRNGKey(i), schedule,
+                            t=t).reshape(len(seqs), draws)
+    means.append(jnp.sum(p * per_x.mean(1)))
+    variances.append(jnp.sum(p ** 2 * per_x.var(1) / draws))
+  integral = float(sum(means)) / bins
+  stderr = float(jnp.sqrt(sum(variances))) / bins
+  assert abs(integral - exact_nll) < 4 * stderr + 0.01, (integral, exact_nll, stderr)
+
+
+def test_byte_mdlm_loss_at_a_fixed_time():
+  """ByteMDLM.loss(t=1): every byte masked, weight 1: the mean NLL of each byte
+  given nothing, in nats per byte."""
+  from configs import common
+  model = byte_mdlm.ByteMDLM(common.byte_model('byte_mdlm', dim=32, num_layers=1, num_heads=2,
+                                               mlp_dim=64))
+  tokens = jax.random.randint(jax.random.PRNGKey(0), (2, 8), 0, 256)
+  params = jax.jit(model.init)(jax.random.PRNGKey(1), {'tokens': tokens})
+  loss, _ = model.loss(params, {'tokens': tokens}, jax.random.PRNGKey(2), False,
+                       t=jnp.ones((2,)))
+  lp = model.log_probs(params, jnp.full_like(tokens, vocab.MASK))
+  expected = -jnp.mean(jnp.take_along_axis(lp, tokens[..., None], axis=-1))
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)

@@ -116,12 +116,13 @@ class ByteMDLM(Model):
     logits = self.net.apply({'params': params}, z, deterministic=dropout_key is None, rngs=rngs)
     return subs_log_probs(logits, z)
 
-  def loss(self, params, batch, key, train: bool = True):
-    """Mean NELBO in nats per byte, and metrics (bits per byte)."""
+  def loss(self, params, batch, key, train: bool = True, t=None):
+    """Mean NELBO in nats per byte, and metrics (bits per byte); t [batch]
+    fixes the masking times (default: antithetic draws)."""
     x = batch['tokens']
     loss_key, dropout_key = jax.random.split(key)
     fn = lambda z: self.log_probs(params, z, dropout_key=dropout_key if train else None)
-    per_seq = nelbo(fn, x, loss_key, self.schedule, t_min=TRAIN_T_MIN if train else 0.0)
+    per_seq = nelbo(fn, x, loss_key, self.schedule, t=t, t_min=TRAIN_T_MIN if train else 0.0)
     loss = jnp.mean(per_seq) / x.shape[1]
     return loss, {'loss': loss, 'bpb': loss / math.log(2.0)}
 

@@ -1,0 +1,163 @@
+"""Where in the diffusion bound each system gains as compute grows: the bound's
+integrand at fixed masking times t, for trained runs of bench/scaling.py.
+
+  python bench/bound_by_t.py [--runs=bltdiff_ar:base:1,bltdiff_ar:base:4,...]
+
+A masked-diffusion bound (loglinear schedule, w(t) = 1/t) is an integral over
+the masking time t in (0, 1]:
+
+  bpb = ∫_0^1 f(t) dt (+ bltdiff's patch-count and overflow terms),
+  f(t) = E[ Σ_masked −log2 p(x_unit | visible) ] / (t · n):
+
+the bits per masked byte when a fraction t of the units (bytes for byte MDLM,
+patches for bltdiff) is masked. f(t) near 0 is prediction from nearly the
+whole context (for bltdiff: a patch written from its slot's latent alone,
+with every other patch visible); near 1 it is prediction from almost nothing.
+Comparing f(t) of one system at two budgets says at which mask rates more
+compute pays: if bltdiff's gain at small t lags byte MDLM's, what limits it
+is the patch written from one vector (the latent bottleneck and the local
+decoder), not the latent model's global modelling.
+
+Each run (a directory of bench/scaling.py, `system:variant:budget`) is
+evaluated on the validation batches its own evaluation used (its config's
+seed and train.eval_batches), at --times (midpoints of equal bins, so their
+mean is a midpoint-rule estimate of ∫ f, printed beside the run's bound as a
+check), with --draws mask draws per batch. Writes
+bench/results/bound_by_t.json (rows {system, variant, budget, t, f_t}; per run
+the midpoint integral and the run's own bound) and bound_by_t.png, and
+regenerates BENCHMARKS.md.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'bench'))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+import report  # noqa: E402
+import scaling  # noqa: E402
+from bltdiff import data_chain, sharding  # noqa: E402
+from bltdiff.training import evaluation, restore  # noqa: E402
+
+RESULTS = REPO / 'bench' / 'results'
+DEFAULT_RUNS = ('bltdiff_ar:base:1', 'bltdiff_ar:base:4', 'byte_mdlm:base:1',
+                'byte_mdlm:base:4', 'bltdiff_ar:decoder_x2:1', 'bltdiff_ar:decoder_x2:4')
+DEFAULT_TIMES = tuple(f'{(i + 0.5) / 10:g}' for i in range(10))
+
+
+def integrand(workdir: str, times, draws: int) -> dict:
+  """{t: f(t)} of one trained run, and its saved bound ('bound')."""
+  loaded = restore.load_for_inference(workdir)
+  config = data_chain.prepare_run_data(loaded.config, workdir)
+  with config.unlocked():
+    config.train.eval_t_samples = draws
+  model, mesh = loaded.model, loaded.setup.mesh
+  key_name = 'diffusion_bpb' if config.model.kind == 'latent_mdlm' else 'bpb'
+
+  @jax.jit
+  def at_t(params, batch, key, t):
+    rows = batch['tokens'].shape[0]
+    return model.loss(params, batch, key, False, t=jnp.full((rows,), t, jnp.float32))[1][key_name]
+
+  out = {}
+  with sharding.activate(mesh):
+    for t in times:
+      step = lambda params, batch, key, t=t: {'f': at_t(params, batch, key, float(t))}
+      out[t] = evaluation.evaluate(model, loaded.params, config, config.data.prepared_dir,
+                                   mesh, step, prefix='')['f']
+  saved = sorted(Path(workdir).glob('eval_step_*.json'),
+                 key=lambda p: int(p.stem.rsplit('_', 1)[1]))
+  bound = json.loads(saved[-1].read_text())['eval_bpb'] if saved else None
+  return dict(f=out, bound=bound)
+
+
+def plot(runs, path: Path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for run in runs:
+    ts = sorted(run['f'], key=float)
+    style = '-' if run['budget'] >= 4 else '--'
+    ax.plot([float(t) for t in ts], [run['f'][t] for t in ts], style, marker='o', ms=3,
+            label=f"{run['system']} {run['variant']} {run['budget']:g}x")
+  ax.set_xlabel('masking time t (fraction of units masked)')
+  ax.set_ylabel('f(t): bits per masked byte')
+  ax.set_title('The bound\'s integrand: bpb = ∫ f(t) dt')
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def gains(runs) -> list:
+  """Per system and variant with two budgets: f(small) / f(large) − 1 at each t,
+  the relative gain of the larger budget."""
+  out = []
+  by = {}
+  for run in runs:
+    by.setdefault((run['system'], run['variant']), []).append(run)
+  for (system, variant), group in sorted(by.items()):
+    if len(group) < 2:
+      continue
+    lo, hi = min(group, key=lambda r: r['budget']), max(group, key=lambda r: r['budget'])
+    out.append(dict(system=system, variant=variant, budgets=[lo['budget'], hi['budget']],
+                    gain_by_t={t: lo['f'][t] / hi['f'][t] - 1 for t in lo['f'] if t in hi['f']}))
+  return out
+
+
+def notes(runs, gain_rows) -> str:
+  lines = [f"- {r['system']} {r['variant']} at {r['budget']:g}x: midpoint integral of f "
+           f"{r['integral']:.3f}, the run's bound {r['bound']:.3f}" for r in runs
+           if r['bound'] is not None]
+  for g in gain_rows:
+    lo, hi = g['budgets']
+    lines.append(f"- {g['system']} {g['variant']}, {lo:g}x -> {hi:g}x, f's relative gain by t: "
+                 + ', '.join(f"{float(t):g}: {100 * v:.1f}%" for t, v in g['gain_by_t'].items()))
+  return '\n'.join(lines)
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
+  workdir = Path(args.workdir)
+  times = [f'{float(t):g}' for t in args.times]
+  runs = []
+  for spec in args.runs:
+    system, variant, budget = spec.split(':')
+    directory = scaling.run_dir(workdir, system, variant, float(budget))
+    if not (directory / 'checkpoints').exists():
+      raise SystemExit(f'{spec}: no trained run in {directory}; run bench/scaling.py first')
+    result = integrand(str(directory), times, args.draws)
+    runs.append(dict(system=system, variant=variant, budget=float(budget), f=result['f'],
+                     integral=sum(result['f'].values()) / len(times), bound=result['bound']))
+    print(f"{spec}: " + ', '.join(f'f({t})={v:.3f}' for t, v in result['f'].items())
+          + f"; midpoint integral {runs[-1]['integral']:.3f}, bound {result['bound']}", flush=True)
+  gain_rows = gains(runs)
+  rows = [dict(system=r['system'], variant=r['variant'], budget=r['budget'],
+               **{f't={t}': round(v, 3) for t, v in r['f'].items()}) for r in runs]
+  out = dict(runs=runs, gains=gain_rows, rows=rows, notes=notes(runs, gain_rows),
+             times=times, draws=args.draws, machine=report.machine_description(),
+             command=' '.join(['python', 'bench/bound_by_t.py'] + sys.argv[1:]))
+  out_path = Path(args.out)
+  out_path.write_text(json.dumps(out, indent=1))
+  plot(runs, out_path.with_suffix('.png'))
+  if out_path.parent == RESULTS:
+    report.write()
+  print(out['notes'])
+
+
+if __name__ == '__main__':
+  flags.DEFINE_list('runs', list(DEFAULT_RUNS), 'system:variant:budget of bench/scaling.py runs.')
+  flags.DEFINE_list('times', list(DEFAULT_TIMES), 'Masking times t (midpoints of equal bins).')
+  flags.DEFINE_integer('draws', 2, 'Mask draws per validation batch at each t.')
+  flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
+                      'Run directory of bench/scaling.py.')
+  flags.DEFINE_string('out', str(RESULTS / 'bound_by_t.json'), 'Results JSON.')
+  app.run(main)
