@@ -48,6 +48,10 @@ base config of the systems it names:
                          byte network) 1.5x wider, ~2.25x its parameters, for
                          both systems: at a fixed size every budget only adds
                          steps, so this is the model size growing with the budget
+  visible_recon          training adds the local decoder's NLL of the visible
+                         patches from their own slots (model.visible_weight = 1,
+                         bltdiff/latent/train_objective.py): a direct signal for
+                         the encoder, which bench/bound_by_t.py finds unused
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -138,6 +142,7 @@ VARIANTS = {
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
     'width_x1.5': (('bltdiff_ar', 'byte_mdlm'), _width_x1_5),
+    'visible_recon': (('bltdiff_ar',), lambda c: c.model.update(visible_weight=1.0)),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)

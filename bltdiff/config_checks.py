@@ -58,6 +58,11 @@ def validate(config, num_batch_shards: int = 1):
            f'model.masking: expected one of {train_objective.MASKINGS}, got {masking!r}')
   _require(masking == 'independent' or data_format != 'pairs',
            "model.masking: 'count' is for text runs; the conditional model draws t")
+  visible = m.get('visible_weight', 0.0)
+  _require(isinstance(visible, (int, float)) and visible >= 0,
+           f'model.visible_weight: expected a number >= 0, got {visible!r}')
+  _require(not visible or data_format != 'pairs',
+           'model.visible_weight: the autoencoding term is for text runs; set it to 0')
   _require(m.dtype in ('float32', 'bfloat16'),
            f'model.dtype: expected float32 or bfloat16, got {m.dtype!r}')
 

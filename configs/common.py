@@ -114,6 +114,7 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
       # 'independent' draws t then the masked slots, 'count' draws their number.
       slot_weighting='byte', masking='independent',
+      visible_weight=0.0,  # > 0: + that x the decoder's NLL of visible patches (autoencoding)
       schedule='loglinear', schedule_eps=0.0, dtype='float32')
   c.update(overrides)
   return ml_collections.ConfigDict(c)

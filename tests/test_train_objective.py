@@ -123,3 +123,38 @@ def test_a_run_saved_before_these_fields_resumes_with_either_choice(corpus_glob,
   with pytest.raises(ConfigError, match='model.dim'):  # a shape still stops it
     checkpointing.check_resumable(tiny_latent_config(corpus_glob, **{'model.dim': 64}),
                                   str(tmp_path))
+
+
+def test_visible_weight_adds_the_visible_patches_nll_and_leaves_the_bound(corpus_glob):
+  """model.visible_weight λ: the training loss is the bound plus λ times the
+  decoder's NLL per symbol of the visible patches, computed here from the
+  model's own calls with the same key (so the same t and masked set);
+  evaluation and the reported bound are unchanged."""
+  from bltdiff.latent import diffusion
+  tokens = rows(corpus_glob)
+  off = tiny_latent_config(corpus_glob, **{'patching.mode': 'space'})
+  on = tiny_latent_config(corpus_glob, **{'patching.mode': 'space', 'model.visible_weight': 0.5})
+  config_checks.validate(on)
+  (off_loss, off_m), (on_loss, on_m) = losses(off, tokens, True), losses(on, tokens, True)
+  np.testing.assert_allclose(float(on_m['bpb']), float(off_m['bpb']), rtol=1e-6)
+  model = registry.get_model(on)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), {'tokens': tokens})
+  key = jax.random.PRNGKey(1)  # losses()'s key: rebuild its t and masked set
+  patches, pt = diffusion.patchify(jnp.asarray(tokens), None, model.patch_config)
+  t_key, mask_key, _ = jax.random.split(key, 3)
+  t = diffusion.antithetic_times(t_key, tokens.shape[0], diffusion.TRAIN_T_MIN)
+  masked = mask_slots(mask_key, patches.slot_mask, model.schedule.alpha(t))
+  lp, _, _ = model.slot_log_probs(params, pt, patches.lengths, patches.slot_mask, masked)
+  visible = patches.slot_mask & ~masked
+  assert bool(jnp.any(visible))
+  symbols = jnp.sum(jnp.where(visible, patches.lengths + 1, 0))
+  expected = float(-jnp.sum(jnp.where(visible, lp, 0.0)) / symbols)
+  np.testing.assert_allclose(float(on_loss) - float(off_loss), 0.5 * expected, rtol=1e-4)
+  (eval_off, _), (eval_on, _) = losses(off, tokens, False), losses(on, tokens, False)
+  np.testing.assert_allclose(float(eval_on), float(eval_off), rtol=1e-6)  # the bound alone
+
+
+def test_visible_weight_errors(corpus_glob):
+  config = tiny_latent_config(corpus_glob, **{'model.visible_weight': -1.0})
+  with pytest.raises(ConfigError, match=r'model.visible_weight: expected a number >= 0'):
+    config_checks.validate(config)

@@ -178,13 +178,20 @@ class LatentMDLM(Model):
     patches, pt = patchify(tokens, _entropies(batch, 1), self.patch_config)
     return self.net.init({'params': key}, pt, patches.lengths, patches.slot_mask)['params']
 
+  def slot_log_probs(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None,
+                     intra_key=None, t_min: float = 0.0):
+    """log p(patch_i | h_i) for every slot [b, P], the masked slots hidden from
+    T (minus its NELBO for `diffusion`, from intra_key with s in (t_min, 1]),
+    and the decoder's teacher-forced hits/valid [b, P, L+1] (`diffusion`: [b, P, L])."""
+    cond = self.denoise(params, patch_tokens, slot_mask & ~masked, slot_mask, dropout_key)
+    return self.patch_log_prob(params, cond, patch_tokens, lengths, intra_key, t_min)
+
   def slot_nll(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None,
                intra_key=None, t_min: float = 0.0):
-    """−log p(patch_i | z) for every slot [b, P] (0 where not masked; its NELBO
-    for `diffusion`, from intra_key with s in (t_min, 1]), and the decoder's
-    teacher-forced hits/valid [b, P, L+1] (`diffusion`: [b, P, L])."""
-    cond = self.denoise(params, patch_tokens, slot_mask & ~masked, slot_mask, dropout_key)
-    lp, hits, valid = self.patch_log_prob(params, cond, patch_tokens, lengths, intra_key, t_min)
+    """−log p(patch_i | z) for every slot [b, P] (0 where not masked), with the
+    hits/valid of `slot_log_probs`."""
+    lp, hits, valid = self.slot_log_probs(params, patch_tokens, lengths, slot_mask, masked,
+                                          dropout_key, intra_key, t_min)
     return jnp.where(masked, -lp, 0.0), hits, valid
 
   def loss(self, params, batch, key, train: bool = True, t=None):
@@ -201,10 +208,11 @@ class LatentMDLM(Model):
       t = antithetic_times(t_key, b, TRAIN_T_MIN if train else 0.0) if t is None else t
       masked = mask_slots(mask_key, patches.slot_mask, self.schedule.alpha(t))
       weight = self.schedule.weight(t)  # [b]
-    nll, hits, valid = self.slot_nll(params, pt, patches.lengths, patches.slot_mask, masked,
-                                     dropout_key if train and self.config.dropout else None,
-                                     jax.random.fold_in(key, INTRA_KEY),
-                                     TRAIN_T_MIN if train else 0.0)
+    lp, hits, valid = self.slot_log_probs(params, pt, patches.lengths, patches.slot_mask, masked,
+                                          dropout_key if train and self.config.dropout else None,
+                                          jax.random.fold_in(key, INTRA_KEY),
+                                          TRAIN_T_MIN if train else 0.0)
+    nll = jnp.where(masked, -lp, 0.0)
     diffusion = weight * jnp.sum(nll, axis=-1)  # 1. [b]
     filled = jnp.sum(patches.slot_mask, axis=-1)
     count = -self.count_log_probs(params)[filled]  # 2. [b]
@@ -213,6 +221,10 @@ class LatentMDLM(Model):
     if train and train_objective.weighting_of(self.config) == 'slot':  # another objective
       per_slot = train_objective.per_slot(nll, patches.lengths, patches.slot_mask)
       loss = jnp.mean(weight * jnp.sum(per_slot, axis=-1) + count + overflow) / n
+    visible_weight = train_objective.visible_weight_of(self.config)
+    if train and visible_weight:  # an autoencoding term beside the bound (train_objective)
+      loss = loss + visible_weight * train_objective.visible_reconstruction(
+          lp, patches.lengths, patches.slot_mask & ~masked)
     byte_acc, patch_acc = accuracies(hits, valid, masked)
     to_bits = lambda x: x / (n * math.log(2.0))
     return loss, {

@@ -31,6 +31,19 @@ model.masking: how the masked set is drawn.
   draw with t_min = 0: given S, the t draw's mean is ((F+1)/k) Σ_{i∈S} ℓ_i(S)
   with k uniform on 0..F (Rao–Blackwell), whose second moment is (F+1)/F times
   this estimator's, at the same mean.
+
+model.visible_weight (default 0.0, off): adds to the training loss that weight
+times the local decoder's NLL per symbol of the *visible* patches given their
+own slot's condition h_i, an autoencoding term:
+
+      λ · Σ_{visible i} −log p(patch_i | h_i) / Σ_{visible i} s_i.
+
+Its log-probs come with the bound's (the decoder already runs on every slot),
+so it costs no extra FLOPs. Why: bench/bound_by_t.py finds the trained
+latent model hardly uses context (a masked patch costs nearly the same with
+every other patch visible as with none), and the local encoder learns only
+through that context pathway; this gives the encoder and the latent a direct
+signal to carry each patch's content.
 """
 
 import jax
@@ -48,6 +61,18 @@ def weighting_of(model_config) -> str:
 def masking_of(model_config) -> str:
   """model.masking; 'independent' for configs written before it existed."""
   return model_config.get('masking', 'independent')
+
+
+def visible_weight_of(model_config) -> float:
+  """model.visible_weight; 0.0 for configs written before it existed."""
+  return float(model_config.get('visible_weight', 0.0))
+
+
+def visible_reconstruction(log_probs, lengths, visible):
+  """log p(patch_i | h_i) [b, P] -> −(its sum over visible slots) per visible
+  symbol (bytes + end), nats: a scalar."""
+  symbols = jnp.where(visible, (lengths + 1).astype(jnp.float32), 0.0)
+  return jnp.sum(jnp.where(visible, -log_probs, 0.0)) / jnp.maximum(jnp.sum(symbols), 1.0)
 
 
 def per_slot(nll, lengths, slot_mask):
