@@ -18,6 +18,17 @@ compute pays: if bltdiff's gain at small t lags byte MDLM's, what limits it
 is the patch written from one vector (the latent bottleneck and the local
 decoder), not the latent model's global modelling.
 
+The same integral is a low-variance estimate of the whole bound. The runs'
+own evaluation draws t uniformly with t_min = 0, an unbiased estimate whose
+variance diverges (logarithmically) at t -> 0: a draw with a tiny t and one
+masked unit weighs 1/t. bltdiff has ~57 units per row against byte MDLM's
+256, so a single draw can move its 64-draw mean by a few per cent, and every
+run with the same seed shares the draws (and so the outlier). Per run this
+script also gives `bound_fixed_t` = the midpoint integral + the run's patch
+count and overflow terms (exact given the data), and from those the
+bltdiff / byte MDLM ratio and log-log slopes over training FLOPs per
+system and variant, beside the same from the runs' own bounds.
+
 Each run (a directory of bench/scaling.py, `system:variant:budget`) is
 evaluated on the validation batches its own evaluation used (its config's
 seed and train.eval_batches), at --times (midpoints of equal bins, so their
@@ -25,7 +36,8 @@ mean is a midpoint-rule estimate of ∫ f, printed beside the run's bound as a
 check), with --draws mask draws per batch. Writes
 bench/results/bound_by_t.json (rows {system, variant, budget, t, f_t}; per run
 the midpoint integral and the run's own bound) and bound_by_t.png, and
-regenerates BENCHMARKS.md.
+regenerates BENCHMARKS.md. Runs already in the JSON (same --times and
+--draws) are kept, so runs can be added invocation by invocation.
 """
 
 import json
@@ -37,6 +49,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'bench'))
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
 
@@ -46,8 +59,10 @@ from bltdiff import data_chain, sharding  # noqa: E402
 from bltdiff.training import evaluation, restore  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
-DEFAULT_RUNS = ('bltdiff_ar:base:1', 'bltdiff_ar:base:4', 'byte_mdlm:base:1',
-                'byte_mdlm:base:4', 'bltdiff_ar:decoder_x2:1', 'bltdiff_ar:decoder_x2:4')
+DEFAULT_RUNS = tuple(
+    [f'{s}:base:{b:g}' for s in ('bltdiff_ar', 'byte_mdlm') for b in (0.25, 0.5, 1, 2, 4)]
+    + [f'bltdiff_ar:decoder_x2:{b:g}' for b in (0.5, 1, 2, 4)]
+    + [f'bltdiff_ar:visible_recon:{b:g}' for b in (1, 4)])
 DEFAULT_TIMES = tuple(f'{(i + 0.5) / 10:g}' for i in range(10))
 
 
@@ -73,8 +88,18 @@ def integrand(workdir: str, times, draws: int) -> dict:
                                    mesh, step, prefix='')['f']
   saved = sorted(Path(workdir).glob('eval_step_*.json'),
                  key=lambda p: int(p.stem.rsplit('_', 1)[1]))
-  bound = json.loads(saved[-1].read_text())['eval_bpb'] if saved else None
-  return dict(f=out, bound=bound)
+  metrics = json.loads(saved[-1].read_text()) if saved else {}
+  # bltdiff's patch count and overflow terms (0 for byte MDLM): exact given the data.
+  exact_terms = metrics.get('eval_count_bpb', 0.0) + metrics.get('eval_overflow_bpb', 0.0)
+  return dict(f=out, bound=metrics.get('eval_bpb'), exact_terms=exact_terms,
+              train_flops=scaling_row_flops(workdir, loaded.step))
+
+
+def scaling_row_flops(workdir: str, steps: int) -> float:
+  """Training FLOPs of a run: its config's FLOPs per step x steps."""
+  import likelihood
+  from bltdiff.training import checkpointing
+  return likelihood.step_flops_and_params(checkpointing.load_config(workdir))[0] * steps
 
 
 def plot(runs, path: Path):
@@ -112,10 +137,39 @@ def gains(runs) -> list:
   return out
 
 
+def comparisons(runs) -> list:
+  """bltdiff / byte MDLM (base) at each budget and each system's and variant's
+  log-log slope over training FLOPs, from `bound_fixed_t` and from the runs'
+  own bounds."""
+  lines = []
+  by = {(r['system'], r['variant'], r['budget']): r for r in runs}
+  for (system, variant, budget), r in sorted(by.items()):
+    ref = by.get(('byte_mdlm', 'base', budget))
+    if system == 'bltdiff_ar' and ref and r['bound'] is not None and ref['bound'] is not None:
+      lines.append(f"- bltdiff {variant} / byte MDLM at {budget:g}x: "
+                   f"{r['bound_fixed_t'] / ref['bound_fixed_t']:.3f} from the fixed-t "
+                   f"estimates, {r['bound'] / ref['bound']:.3f} from the runs' bounds")
+  groups = {}
+  for r in runs:
+    groups.setdefault((r['system'], r['variant']), []).append(r)
+  for (system, variant), group in sorted(groups.items()):
+    group = sorted(group, key=lambda r: r['budget'])
+    if len(group) < 2 or any(r['bound'] is None for r in group):
+      continue
+    x = np.log([r['train_flops'] for r in group])
+    slope = lambda key: -float(np.polyfit(x, np.log([r[key] for r in group]), 1)[0])
+    lines.append(f"- {system} {variant}, slope over budgets "
+                 + ', '.join(f"{r['budget']:g}" for r in group) + ': '
+                 f"{slope('bound_fixed_t'):.3f} from the fixed-t estimates, "
+                 f"{slope('bound'):.3f} from the runs' bounds")
+  return lines
+
+
 def notes(runs, gain_rows) -> str:
   lines = [f"- {r['system']} {r['variant']} at {r['budget']:g}x: midpoint integral of f "
-           f"{r['integral']:.3f}, the run's bound {r['bound']:.3f}" for r in runs
-           if r['bound'] is not None]
+           f"{r['integral']:.3f}, whole bound {r['bound_fixed_t']:.3f} (fixed t), the run's "
+           f"own {r['bound']:.3f}" for r in runs if r['bound'] is not None]
+  lines += comparisons(runs)
   for g in gain_rows:
     lo, hi = g['budgets']
     lines.append(f"- {g['system']} {g['variant']}, {lo:g}x -> {hi:g}x, f's relative gain by t: "
@@ -135,17 +189,31 @@ def main(argv):
     if not (directory / 'checkpoints').exists():
       raise SystemExit(f'{spec}: no trained run in {directory}; run bench/scaling.py first')
     result = integrand(str(directory), times, args.draws)
+    integral = sum(result['f'].values()) / len(times)
     runs.append(dict(system=system, variant=variant, budget=float(budget), f=result['f'],
-                     integral=sum(result['f'].values()) / len(times), bound=result['bound']))
+                     integral=integral, bound_fixed_t=integral + result['exact_terms'],
+                     bound=result['bound'], train_flops=result['train_flops']))
     print(f"{spec}: " + ', '.join(f'f({t})={v:.3f}' for t, v in result['f'].items())
           + f"; midpoint integral {runs[-1]['integral']:.3f}, bound {result['bound']}", flush=True)
+  out_path = Path(args.out)
+  commands = []
+  if out_path.exists():  # runs evaluated before, at the same times and draws, are kept
+    old = json.loads(out_path.read_text())
+    if old.get('times') == times and old.get('draws') == args.draws:
+      commands = old.get('commands', [])
+      done = {(r['system'], r['variant'], r['budget']) for r in runs}
+      runs = [r for r in old['runs'] if (r['system'], r['variant'], r['budget']) not in done] + runs
+  runs.sort(key=lambda r: (r['system'], r['variant'], r['budget']))
   gain_rows = gains(runs)
   rows = [dict(system=r['system'], variant=r['variant'], budget=r['budget'],
-               **{f't={t}': round(v, 3) for t, v in r['f'].items()}) for r in runs]
-  out = dict(runs=runs, gains=gain_rows, rows=rows, notes=notes(runs, gain_rows),
+               **{f't={t}': round(v, 3) for t, v in r['f'].items()},
+               bound_fixed_t=round(r['bound_fixed_t'], 3),
+               bound=r['bound'] and round(r['bound'], 3)) for r in runs]
+  commands = commands + [' '.join(['python', 'bench/bound_by_t.py'] + sys.argv[1:])]
+  out = dict(runs=runs, gains=gain_rows, rows=rows,
+             notes=f"From {', '.join(f'`{c}`' for c in commands)}:\n" + notes(runs, gain_rows),
              times=times, draws=args.draws, machine=report.machine_description(),
-             command=' '.join(['python', 'bench/bound_by_t.py'] + sys.argv[1:]))
-  out_path = Path(args.out)
+             commands=commands)
   out_path.write_text(json.dumps(out, indent=1))
   plot(runs, out_path.with_suffix('.png'))
   if out_path.parent == RESULTS:

@@ -326,7 +326,8 @@ SECTIONS = [
     ('Where the bound gains: its integrand by masking time', 'bound_by_t.json',
      'python bench/bound_by_t.py',
      lambda data: section_rows(['system', 'variant', 'budget']
-                               + [f't={t}' for t in data['times']])(data), 'bound_by_t.png'),
+                               + [f't={t}' for t in data['times']]
+                               + ['bound_fixed_t', 'bound'])(data), 'bound_by_t.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
      section_sampling, 'sampling_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
