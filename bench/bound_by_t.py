@@ -156,13 +156,25 @@ def comparisons(runs) -> list:
     group = sorted(group, key=lambda r: r['budget'])
     if len(group) < 2 or any(r['bound'] is None for r in group):
       continue
-    x = np.log([r['train_flops'] for r in group])
-    slope = lambda key: -float(np.polyfit(x, np.log([r[key] for r in group]), 1)[0])
+    budgets = [r['budget'] for r in group]
+    same = []  # the base recipes over exactly these budgets (the curves bend)
+    for ref in dict.fromkeys([(system, 'base'), ('byte_mdlm', 'base')]):
+      rows = [r for r in groups.get(ref, []) if r['budget'] in budgets]
+      if ref != (system, variant) and len(rows) == len(budgets):
+        same.append(f"{ref[0]} base {log_slope(rows, 'bound_fixed_t'):.3f}")
     lines.append(f"- {system} {variant}, slope over budgets "
-                 + ', '.join(f"{r['budget']:g}" for r in group) + ': '
-                 f"{slope('bound_fixed_t'):.3f} from the fixed-t estimates, "
-                 f"{slope('bound'):.3f} from the runs' bounds")
+                 + ', '.join(f'{b:g}' for b in budgets) + ': '
+                 f"{log_slope(group, 'bound_fixed_t'):.3f} from the fixed-t estimates, "
+                 f"{log_slope(group, 'bound'):.3f} from the runs' bounds"
+                 + (f" (over the same budgets, fixed t: {', '.join(same)})" if same else ''))
   return lines
+
+
+def log_slope(rows, key: str) -> float:
+  """−d log bpb / d log training FLOPs, least squares over rows sorted by budget."""
+  rows = sorted(rows, key=lambda r: r['budget'])
+  x = np.log([r['train_flops'] for r in rows])
+  return -float(np.polyfit(x, np.log([r[key] for r in rows]), 1)[0])
 
 
 def notes(runs, gain_rows) -> str:
@@ -183,7 +195,7 @@ def main(argv):
   workdir = Path(args.workdir)
   times = [f'{float(t):g}' for t in args.times]
   runs = []
-  for spec in args.runs:
+  for spec in args.runs:  # --runs= (empty) only rewrites the notes from the JSON
     system, variant, budget = spec.split(':')
     directory = scaling.run_dir(workdir, system, variant, float(budget))
     if not (directory / 'checkpoints').exists():

@@ -158,7 +158,11 @@ def section_scaling(data) -> str:
                     for r in data['rows']})
   budgets = sorted({r['budget'] for r in data['rows']})
   commands = data.get('commands', [data['command']] if data.get('command') else [])
-  lines = [f"Rows so far: {', '.join(systems)} at budgets {', '.join(f'{b:g}' for b in budgets)}"
+  lines = ["Each bpb here is the run's own evaluation (t drawn with t_min = 0: unbiased, "
+           'but its variance diverges at t -> 0, and every run of one seed shares the draws); '
+           '`python bench/bound_by_t.py` (its section below) integrates the same runs at fixed '
+           't, a lower-variance estimate, and gives the ratios and slopes from both. '
+           f"Rows so far: {', '.join(systems)} at budgets {', '.join(f'{b:g}' for b in budgets)}"
            + (f" (from {', '.join(f'`{c}`' for c in commands)})" if commands else '')
            + '.', '']
   grid = data.get('default_grid')

@@ -188,8 +188,7 @@ class LatentMDLM(Model):
 
   def slot_nll(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None,
                intra_key=None, t_min: float = 0.0):
-    """−log p(patch_i | z) for every slot [b, P] (0 where not masked), with the
-    hits/valid of `slot_log_probs`."""
+    """−log p(patch_i | z) [b, P] (0 where not masked), hits/valid of `slot_log_probs`."""
     lp, hits, valid = self.slot_log_probs(params, patch_tokens, lengths, slot_mask, masked,
                                           dropout_key, intra_key, t_min)
     return jnp.where(masked, -lp, 0.0), hits, valid
