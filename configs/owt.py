@@ -34,10 +34,13 @@ def get_config():
       # local decoder is half its width and 2 layers deep: bench/scaling.py
       # (variant decoder_x2) finds p(patch | h_i) sets bltdiff's floor when
       # the decoder is small, as the development corpus recipe does too.
+      # visible_weight=1: the autoencoding term that makes the latent model use
+      # context (configs/latent_gutenberg.py says why, with the rows).
       model=common.latent_model(
           dim=768, num_layers=12, num_heads=12, mlp_dim=2816,
           enc_dim=384, enc_layers=1, enc_heads=6, enc_mlp_dim=1152, hash_buckets=50_000,
-          dec_dim=384, dec_layers=2, dec_heads=6, dec_mlp_dim=1152, dtype='bfloat16'),
+          dec_dim=384, dec_layers=2, dec_heads=6, dec_mlp_dim=1152, visible_weight=1.0,
+          dtype='bfloat16'),
       data=data,
       train=common.train_config(
           batch_size=256, num_steps=100_000, learning_rate=3e-4, warmup_steps=2500,
