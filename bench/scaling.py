@@ -52,6 +52,10 @@ base config of the systems it names:
                          patches from their own slots (model.visible_weight = 1,
                          bltdiff/latent/train_objective.py): a direct signal for
                          the encoder, which bench/bound_by_t.py finds unused
+  visible_recon_seed_1   visible_recon with seed 1: its run-to-run spread
+  visible_recon_decoder_x2
+                         visible_recon with decoder_x2's local decoder: the
+                         recipe configs/latent_gutenberg.py and owt.py combine
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -122,6 +126,20 @@ def _decoder_x2_seed_1(c):
   c.update(seed=1)
 
 
+def _visible_recon(c):
+  c.model.update(visible_weight=1.0)
+
+
+def _visible_recon_seed_1(c):
+  _visible_recon(c)
+  c.update(seed=1)
+
+
+def _visible_recon_decoder_x2(c):
+  _visible_recon(c)
+  _decoder_x2(c)
+
+
 VARIANTS = {
     'base': ((), lambda c: None),
     'lr_x0.5': (('bltdiff_ar', 'byte_mdlm'), _scale_lr(0.5)),
@@ -142,7 +160,9 @@ VARIANTS = {
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
     'width_x1.5': (('bltdiff_ar', 'byte_mdlm'), _width_x1_5),
-    'visible_recon': (('bltdiff_ar',), lambda c: c.model.update(visible_weight=1.0)),
+    'visible_recon': (('bltdiff_ar',), _visible_recon),
+    'visible_recon_seed_1': (('bltdiff_ar',), _visible_recon_seed_1),
+    'visible_recon_decoder_x2': (('bltdiff_ar',), _visible_recon_decoder_x2),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
@@ -333,8 +353,7 @@ def main(argv):
   _, _, shared = likelihood.train_systems(1.0, str(workdir))
   unit = base_budget_flops()
   out_path = Path(args.out)
-  old = json.loads(out_path.read_text())['rows'] if out_path.exists() else []
-  rows = {(r['system'], r['decoder_mode'], r['variant'], r['budget']): r for r in old}
+  new_rows = {}
   for variant in args.variants:
     systems = VARIANTS[variant][0] or args.systems
     if args['systems'].present:  # given on the command line: a filter on any variant's systems
@@ -342,8 +361,14 @@ def main(argv):
     for system in systems:
       for budget in map(float, args.budgets):
         row = run(system, variant, budget, workdir, shared, unit)
-        rows[(row['system'], row['decoder_mode'], row['variant'], row['budget'])] = row
+        new_rows[(row['system'], row['decoder_mode'], row['variant'], row['budget'])] = row
         print(json.dumps(row), flush=True)
+  # Read the JSON only now, after training: another invocation may have added rows
+  # (and commands) while this one ran, and they are kept.
+  previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+  rows = {(r['system'], r['decoder_mode'], r['variant'], r['budget']): r
+          for r in previous.get('rows', [])}
+  rows.update(new_rows)
   rows = sorted(rows.values(), key=lambda r: (name_of(r), r['budget']))
   for r in rows:  # read back from every run directory, old rows too
     directory = run_dir(workdir, name_of(r).split(' ')[0], r['variant'], r['budget'])
@@ -356,7 +381,6 @@ def main(argv):
   for name, f in fits.items():
     f['same_budgets'] = same_budget_slopes(groups, name)
   # Rows accumulate over invocations: every command that added some is kept.
-  previous = json.loads(out_path.read_text()) if out_path.exists() else {}
   commands = previous.get('commands', [previous['command']] if 'command' in previous else [])
   commands.append(' '.join(['python', 'bench/scaling.py'] + sys.argv[1:]))
   out = dict(rows=rows, fits=fits, budget_unit_flops=unit, machine=report.machine_description(),
