@@ -43,6 +43,13 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   there over bltdiff's, on FLOPs/byte and on wall time; the same at other
   levels both reach; byte AR at the best quality bltdiff reaches; and the old
   fixed reference (byte MDLM at its largest T) as a secondary line.
+- --bltdiff_variant=V samples bltdiff (ar) from bench/scaling.py's run of
+  recipe variant V at this scale instead (trained there if missing), as a
+  partial run (--systems=bltdiff_ar) into a copy of a full run's JSON, e.g.
+    cp bench/results/sampling.json bench/results/sampling_visible_recon.json
+    python bench/sampling.py --bltdiff_variant=visible_recon --systems=bltdiff_ar \
+        --out=bench/results/sampling_visible_recon.json
+  so that its rows stand against the same byte MDLM and byte AR rows.
 Writes --out (bench/results/sampling.json), sampling_flops.png,
 sampling_wall.png, sampling_intra_patch.png (the `diffusion` decoder's
 intra-patch steps against its estimate Ĥ(p) on validation patches, half the
@@ -70,6 +77,7 @@ from absl import app, flags  # noqa: E402
 import likelihood  # noqa: E402  (bench/likelihood.py: configs, budget, trainer runs)
 import report  # noqa: E402
 import sampling_plots  # noqa: E402
+import scaling  # noqa: E402
 from bltdiff import commands, frontier, sample_quality, sampling_cost, text, vocab  # noqa: E402
 from bltdiff.data import pipeline  # noqa: E402
 from bltdiff.latent.intra_patch import IntraPatchRule  # noqa: E402
@@ -121,10 +129,19 @@ def evaluator_config(budget: float, factor: float):
   return c, params
 
 
-def train_systems(settings, workdir: str):
+def train_systems(settings, workdir: str, bltdiff_variant: str = 'base'):
   """Every system at equal training FLOPs (bench/likelihood.py's runs, reused
-  when already trained), plus the evaluator. Returns (runs, system rows, evaluator row)."""
+  when already trained), plus the evaluator; bltdiff (ar) from bench/scaling.py's
+  run of `bltdiff_variant` at this scale unless 'base'. Returns (runs, system
+  rows, evaluator row)."""
   rows, runs, shared = likelihood.train_systems(settings['scale'], workdir)
+  if bltdiff_variant != 'base':
+    row = scaling.run('bltdiff_ar', bltdiff_variant, settings['scale'], Path(workdir), shared,
+                      scaling.base_budget_flops())
+    runs['bltdiff_ar'] = str(scaling.run_dir(Path(workdir), 'bltdiff_ar', bltdiff_variant,
+                                             settings['scale']))
+    rows = [dict(r, **{k: row[k] for k in ('bpb', 'params', 'steps', 'train_flops', 'variant')})
+            if (r['system'], r['decoder_mode']) == ('bltdiff', 'ar') else r for r in rows]
   budget = max(r['train_flops'] for r in rows)
   config, params = evaluator_config(budget, settings['evaluator_flops_factor'])
   with config.unlocked():
@@ -264,9 +281,15 @@ def generate(settings, loaded, samplers=None, systems=None):
   return rows, out
 
 
-def measure(settings, loaded, evaluator, out_dir: Path, samplers=None, systems=None):
+def samples_dir(out_path: Path) -> Path:
+  """Where a results JSON's first samples go: samples/ beside sampling.json,
+  samples_<stem>/ beside any other (a variant's rows must not overwrite them)."""
+  return out_path.parent / ('samples' if out_path.stem == 'sampling' else f'samples_{out_path.stem}')
+
+
+def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, systems=None):
   """The result rows of the grid (those `in_partial_run`, when samplers or
-  systems are given); their first samples are written to out_dir/samples."""
+  systems are given); their first samples are written to sample_dir."""
   rows, drawn = generate(settings, loaded, samplers, systems)
   length, batch = settings['length'], settings['batch']
   results = []
@@ -293,7 +316,7 @@ def measure(settings, loaded, evaluator, out_dir: Path, samplers=None, systems=N
         flops_per_byte=sum(run_flops) / max(sum(generated), 1),
         wall_s_per_sample=statistics.median(drawn[i]['seconds']) / batch,
         sampler_options=dataclasses.asdict(options)))
-    write_samples(results[-1], samples, out_dir / 'samples')
+    write_samples(results[-1], samples, sample_dir)
     print(json.dumps({k: v for k, v in results[-1].items() if k != 'sampler_options'}),
           flush=True)
   return results
@@ -391,8 +414,11 @@ def notes(out) -> str:
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
   for run in out.get('partial_runs', ()):
     which = ', '.join(run.get('samplers', []) + run.get('systems', []))
+    variant = run.get('bltdiff_variant', 'base')
     parts.append(f"The {which} rows were measured on {run['date']}, apart from the others "
-                 '(wall times of runs apart compare less well).')
+                 '(wall times of runs apart compare less well)'
+                 + (f", from bench/scaling.py's {variant} run (validation bpb "
+                    f"{out['models']['bltdiff_ar']['bpb']:.3f})." if variant != 'base' else '.'))
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
@@ -556,6 +582,10 @@ def define_flags():
   flags.DEFINE_list('samplers', None, 'Measure only the rows of these samplers (e.g. '
                     'confidence) and replace them in --out, keeping its other rows; the JSON '
                     'records the partial run (`partial_runs`) and the notes say so.')
+  flags.DEFINE_enum('bltdiff_variant', 'base', sorted(scaling.VARIANTS),
+                    'Sample bltdiff (ar) from bench/scaling.py\'s run of this recipe variant at '
+                    'this scale (trained if missing); only with --systems=bltdiff_ar and an --out '
+                    'other than bench/results/sampling.json (module doc).')
   flags.DEFINE_list('systems', None, 'Measure only the rows of these grid systems (e.g. '
                     f'bltdiff_diffusion,{DISTILLED}), as --samplers does (both: rows of both).')
 
@@ -582,7 +612,7 @@ def summarize(out: dict, out_path: Path):
 
 
 def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems, seconds: float,
-                 plan=None):
+                 plan=None, models=None, bltdiff_variant='base'):
   """Puts a partial run's rows (every row `in_partial_run`) in place of the
   same rows in the JSON at out_path, whose other rows stay, and records the
   run, so that the notes can say which rows were measured when; `plan`
@@ -602,8 +632,9 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
   out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
   if plan is not None:
     out['intra_patch_plan'] = plan
+  out['models'].update(models or {})
   out.setdefault('partial_runs', []).append(dict(
-      samplers=list(samplers or ()), systems=list(systems or ()),
+      samplers=list(samplers or ()), systems=list(systems or ()), bltdiff_variant=bltdiff_variant,
       date=time.strftime('%Y-%m-%d'), seconds=round(seconds, 1),
       machine=report.machine_description()))
   summarize(out, out_path)
@@ -621,23 +652,32 @@ def main(argv):
   settings['distill'] = args.distill
   if not likelihood.CORPUS.is_dir():
     sys.exit(f'development corpus not found at {likelihood.CORPUS}')
+  out_path = Path(args.out)
+  variant = args.bltdiff_variant
+  if variant != 'base' and (args.systems != ['bltdiff_ar']
+                            or out_path.resolve() == (RESULTS / 'sampling.json').resolve()):
+    sys.exit('--bltdiff_variant: give --systems=bltdiff_ar and an --out that is a copy of a '
+             'full run (not bench/results/sampling.json)')
   begin = time.time()
-  runs, system_rows, evaluator_row = train_systems(settings, args.workdir)
-  if settings['distill']:
+  if variant == 'base' and settings['distill']:
+    runs, system_rows, evaluator_row = train_systems(settings, args.workdir)
     runs.update(distill_systems(settings, runs, args.workdir))
+  else:  # a variant's rows are bltdiff (ar) only: no distillation of the base run needed
+    runs, system_rows, evaluator_row = train_systems(settings, args.workdir, variant)
   train_s = time.time() - begin
   loaded = {name: restore.load_for_inference(path) for name, path in runs.items()}
-  out_path = Path(args.out)
   if args.samplers or args.systems:
-    rows = measure(settings, loaded, loaded['evaluator'], out_path.parent, args.samplers,
+    rows = measure(settings, loaded, loaded['evaluator'], samples_dir(out_path), args.samplers,
                    args.systems)
     plan = (intra_patch_plan(settings, loaded['bltdiff_diffusion'])
             if in_partial_run('bltdiff_diffusion', 'cached', args.samplers, args.systems)
             else None)
+    models = {'bltdiff_ar': {k: r[k] for k in ('params', 'train_flops', 'steps', 'bpb', 'variant')}
+              for r in system_rows if r.get('variant')}
     replace_rows(out_path, settings, args.config, rows, args.samplers, args.systems,
-                 time.time() - begin, plan)
+                 time.time() - begin, plan, models, variant)
     return
-  rows = measure(settings, loaded, loaded['evaluator'], out_path.parent)
+  rows = measure(settings, loaded, loaded['evaluator'], samples_dir(out_path))
   data = data_row(loaded['evaluator'].config, loaded['evaluator'], settings)
   out = dict(rows=rows + [data], machine=report.machine_description(), config=args.config,
              settings=settings, evaluator=evaluator_row,
