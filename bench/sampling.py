@@ -628,7 +628,9 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
   names = systems and {row_system(s) for s in systems}
   replaced = lambda r: ((samplers is None or r['sampler'] in samplers)
                         and (names is None or (r['system'], r['decoder_mode']) in names))
-  kept = [r for r in out['rows'] if not replaced(r) and r['system'] != 'data']
+  kept = [r for r in out['rows'] if not replaced(r) and r['system'] != 'data'
+          # the distilled rows came from the base run's bltdiff (ar), not the variant's
+          and not (bltdiff_variant != 'base' and r['system'] == DISTILLED)]
   out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
   if plan is not None:
     out['intra_patch_plan'] = plan
