@@ -71,6 +71,19 @@ def section_patching(data) -> str:
                                  'max']))
 
 
+def section_sampling_variant(data) -> str:
+  """The sampling benchmark with bltdiff (ar) from a recipe variant's run: its
+  notes (the headline against the same byte MDLM and byte AR rows) and the rows
+  of the frontier's three systems; the other decoders' rows are the base run's."""
+  rows = [dict(r, gen_bpb_ci=f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]")
+          for r in data['rows'] if r.get('decoder_mode') in (None, 'ar') and r.get('gen_bpb_ci')]
+  return (data.get('notes', '') + '\n\n'
+          + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
+                         'gen_bpb', 'gen_bpb_ci', 'unigram_entropy', 'repeat_8gram',
+                         'sample_bytes', 'row_latent_calls', 'flops_per_byte',
+                         'wall_s_per_sample']))
+
+
 def section_sampling(data) -> str:
   rows = []
   for r in data['rows']:
@@ -334,6 +347,11 @@ SECTIONS = [
                                + ['bound_fixed_t', 'bound'])(data), 'bound_by_t.png'),
     ('Speed and quality of sampling', 'sampling.json', 'python bench/sampling.py',
      section_sampling, 'sampling_wall.png'),
+    ('Sampling from the visible_recon recipe', 'sampling_visible_recon.json',
+     'cp bench/results/sampling.json bench/results/sampling_visible_recon.json && '
+     'python bench/sampling.py --bltdiff_variant=visible_recon --systems=bltdiff_ar '
+     '--out=bench/results/sampling_visible_recon.json', section_sampling_variant,
+     'sampling_visible_recon_flops.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
      section_tasks, 'tasks.png'),
     ('Training throughput', 'train_throughput.json', 'python bench/train_throughput.py',
