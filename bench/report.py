@@ -80,7 +80,7 @@ def section_sampling_variant(data) -> str:
   return (data.get('notes', '') + '\n\n'
           + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
                          'gen_bpb', 'gen_bpb_ci', 'unigram_entropy', 'repeat_8gram',
-                         'sample_bytes', 'row_latent_calls', 'flops_per_byte',
+                         'sample_bytes', 'patch_bytes', 'row_latent_calls', 'flops_per_byte',
                          'wall_s_per_sample']))
 
 
@@ -102,7 +102,8 @@ def section_sampling(data) -> str:
   return (data.get('notes', '') + '\n\n' + evaluator
           + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
                          'num_samples', 'gen_bpb', 'gen_bpb_ci', 'unigram_entropy',
-                         'repeat_8gram', 'sample_bytes', 'latent_calls', 'row_latent_calls',
+                         'repeat_8gram', 'sample_bytes', 'patch_bytes', 'latent_calls',
+                         'row_latent_calls',
                          'decoder_passes_per_byte', 'flops_per_byte', 'wall_s_per_sample'])
           + '\n\nSamples: `bench/results/samples/` (the first samples of every row).'
           + '\n\n![gen-bpb against FLOPs per byte](bench/results/sampling_flops.png)'
