@@ -29,8 +29,13 @@ t, i.e. it improves a nearly context-free patch model. With the term (variant
 visible_recon, base recipe, one seed) f falls from 3.04 to 2.44 over the same
 t, and the bound's slope over 1x-4x goes from 0.074 to 0.109 (byte MDLM
 0.113), at 4x 2.840 against the base recipe's 2.949 (the fixed-t estimates of
-bench/bound_by_t.py). At 1x it costs 1.2%, so the demo keeps it off. Its
-combination with the wider decoder has not been measured.
+bench/bound_by_t.py); seed 1 gives 0.105 and 2.834 (byte MDLM's seed 1:
+0.113). At 1x it costs 1.2% (seed 1, the runs' own bounds: 1.4%), so the demo
+keeps it off. Combined with the wider decoder, as here (variant
+visible_recon_decoder_x2, one seed), it is the best recipe measured at 4x:
+2.771 against decoder_x2's 2.833 and byte MDLM's 3.011 (ratio 0.920); at 1x
+it equals decoder_x2 (3.147 against 3.146), so its slope over 1x-4x is 0.092:
+the term pays where compute is larger.
 """
 
 from configs import common
