@@ -135,6 +135,7 @@ def train_systems(settings, workdir: str, bltdiff_variant: str = 'base'):
   run of `bltdiff_variant` at this scale unless 'base'. Returns (runs, system
   rows, evaluator row)."""
   rows, runs, shared = likelihood.train_systems(settings['scale'], workdir)
+  budget = max(r['train_flops'] for r in rows)  # the evaluator's: whatever bltdiff_variant is
   if bltdiff_variant != 'base':
     row = scaling.run('bltdiff_ar', bltdiff_variant, settings['scale'], Path(workdir), shared,
                       scaling.base_budget_flops())
@@ -142,7 +143,6 @@ def train_systems(settings, workdir: str, bltdiff_variant: str = 'base'):
                                              settings['scale']))
     rows = [dict(r, **{k: row[k] for k in ('bpb', 'params', 'steps', 'train_flops', 'variant')})
             if (r['system'], r['decoder_mode']) == ('bltdiff', 'ar') else r for r in rows]
-  budget = max(r['train_flops'] for r in rows)
   config, params = evaluator_config(budget, settings['evaluator_flops_factor'])
   with config.unlocked():
     config.data.prepared_dir = shared['prepared_dir']
