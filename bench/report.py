@@ -71,12 +71,18 @@ def section_patching(data) -> str:
                                  'max']))
 
 
+def with_interval_text(row) -> dict:
+  """A sampling row with its gen-bpb interval as text, for a table."""
+  ci = row.get('gen_bpb_ci')
+  return dict(row, gen_bpb_ci=f"[{ci[0]:.3f}, {ci[1]:.3f}]") if ci else dict(row)
+
+
 def section_sampling_variant(data) -> str:
   """The sampling benchmark with bltdiff (ar) from a recipe variant's run: its
   notes (the headline against the same byte MDLM and byte AR rows) and the rows
   of the frontier's three systems; the other decoders' rows are the base run's."""
-  rows = [dict(r, gen_bpb_ci=f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]")
-          for r in data['rows'] if r.get('decoder_mode') in (None, 'ar') and r.get('gen_bpb_ci')]
+  rows = [with_interval_text(r) for r in data['rows']
+          if r.get('decoder_mode') in (None, 'ar') and r.get('gen_bpb_ci')]
   return (data.get('notes', '') + '\n\n'
           + table(rows, ['system', 'decoder_mode', 'sampler', 'steps', 'option', 'steps_taken',
                          'gen_bpb', 'gen_bpb_ci', 'unigram_entropy', 'repeat_8gram',
@@ -85,12 +91,7 @@ def section_sampling_variant(data) -> str:
 
 
 def section_sampling(data) -> str:
-  rows = []
-  for r in data['rows']:
-    r = dict(r)
-    if r.get('gen_bpb_ci'):
-      r['gen_bpb_ci'] = f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
-    rows.append(r)
+  rows = [with_interval_text(r) for r in data['rows']]
   ev = data.get('evaluator', {})
   evaluator = (f"Evaluator: byte AR, {ev['params'] / 1e6:.2f}M parameters, {ev['steps']} steps "
                f"({ev['trained_flops_vs_models']:.1f}x the models' training FLOPs), validation "

@@ -121,23 +121,20 @@ def _width_x1_5(c):
   c.model.update(dim=c.model.dim * 3 // 2, num_heads=heads, mlp_dim=c.model.mlp_dim * 3 // 2)
 
 
-def _decoder_x2_seed_1(c):
-  _decoder_x2(c)
-  c.update(seed=1)
-
-
 def _visible_recon(c):
   c.model.update(visible_weight=1.0)
 
 
-def _visible_recon_seed_1(c):
-  _visible_recon(c)
+def _seed_1(c):
   c.update(seed=1)
 
 
-def _visible_recon_decoder_x2(c):
-  _visible_recon(c)
-  _decoder_x2(c)
+def _combined(*changes):
+  """A variant made of others' changes, applied in order."""
+  def change(c):
+    for f in changes:
+      f(c)
+  return change
 
 
 VARIANTS = {
@@ -155,14 +152,14 @@ VARIANTS = {
     'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
-    'seed_1': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.update(seed=1)),
+    'seed_1': (('bltdiff_ar', 'byte_mdlm'), _seed_1),
     'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
-    'decoder_x2_seed_1': (('bltdiff_ar',), _decoder_x2_seed_1),
+    'decoder_x2_seed_1': (('bltdiff_ar',), _combined(_decoder_x2, _seed_1)),
     'width_x1.5': (('bltdiff_ar', 'byte_mdlm'), _width_x1_5),
     'visible_recon': (('bltdiff_ar',), _visible_recon),
-    'visible_recon_seed_1': (('bltdiff_ar',), _visible_recon_seed_1),
-    'visible_recon_decoder_x2': (('bltdiff_ar',), _visible_recon_decoder_x2),
+    'visible_recon_seed_1': (('bltdiff_ar',), _combined(_visible_recon, _seed_1)),
+    'visible_recon_decoder_x2': (('bltdiff_ar',), _combined(_visible_recon, _decoder_x2)),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
