@@ -27,7 +27,9 @@ Protocol
   exact. The latent bound includes the p(S) and overflow terms; with the
   `diffusion` decoder each masked patch's −log p(patch | h) is itself its
   intra-patch NELBO (a bound of a bound, bltdiff/latent/diffusion.py), one
-  draw of the intra-patch time s per slot alongside each draw of t.
+  draw of the reveal order and of the number revealed per slot alongside
+  each draw of t; its reveal order is DIFFUSION_ORDER_BIAS (bench/scaling.py's
+  order_* variants measure others).
 Every system is trained by the project's trainer (bltdiff.commands.train).
 """
 
@@ -58,7 +60,10 @@ import report  # noqa: E402
 SEQ_LEN = 256
 BATCH = 16
 BASE_STEPS = 400  # latent MDLM (ar) steps at scale 1
-LATENT_DECODERS = ('ar', 'parallel', 'diffusion')  # bltdiff rows; 'ar' first: it sets the budget
+LATENT_DECODERS = ('ar', 'parallel', 'diffusion')
+# The `diffusion` decoder's reveal order: nearly left to right, its tightest bound
+# measured (bench/scaling.py's order_* variants: uniform, 2, 4, 8).
+DIFFUSION_ORDER_BIAS = 8.0  # bltdiff rows; 'ar' first: it sets the budget
 
 
 def common_sections(seed=0):
@@ -85,9 +90,10 @@ def entropy_model_config():
 def latent_config(decoder_mode):
   sections = common_sections()
   sections['data'].use_entropies = True  # the chain's shards carry them; example batches too
+  order = dict(dec_order_bias=DIFFUSION_ORDER_BIAS) if decoder_mode == 'diffusion' else {}
   return common.run(
       model=common.latent_model(dim=192, num_layers=4, num_heads=6, mlp_dim=576,
-                                decoder_mode=decoder_mode),
+                                decoder_mode=decoder_mode, **order),
       patching=common.patching_config(num_slots=80), entropy_model=entropy_model_config(),
       **sections)
 
@@ -142,11 +148,12 @@ def plot(rows, path):
   fig.savefig(path, dpi=120)
 
 
-def train_systems(scale: float, workdir: str):
+def train_systems(scale: float, workdir: str, only=None):
   """Trains (or reuses, when already trained in workdir) every system at the same
   training-FLOPs budget, then evaluates it. Returns (rows, runs, shared): rows
   for the JSON; runs: {name: run directory}; shared: the split, entropy model
-  and threshold every system used."""
+  and threshold every system used, and every system's training FLOPs. only: the names to train (bltdiff_ar, whose
+  run prepares what the others share, is always trained); default all."""
   work = Path(workdir) / f'scale_{scale:g}'
   # The entropy model does not depend on the budget: trained once, reused by every scale.
   entropy_dir = Path(workdir) / 'entropy_model'
@@ -161,8 +168,13 @@ def train_systems(scale: float, workdir: str):
   costs = [step_flops_and_params(c) for _, _, c in systems]
   budget = costs[0][0] * BASE_STEPS * scale
   rows, runs, shared = [], {}, {}
+  # Every system's training FLOPs, trained here or not (what a budget elsewhere is read from).
+  train_flops = {system + (f'_{mode}' if mode else ''): step_flops * max(1, round(budget / step_flops))
+                 for (system, mode, _), (step_flops, _) in zip(systems, costs)}
   for (system, mode, config), (step_flops, params) in zip(systems, costs):
     name = system + (f'_{mode}' if mode else '')
+    if only is not None and shared and name not in only:
+      continue
     steps = max(1, round(budget / step_flops))
     if shared:  # later systems read the first run's shards (same split) and entropy model
       with config.unlocked():
@@ -177,7 +189,7 @@ def train_systems(scale: float, workdir: str):
       saved = checkpointing.load_config(str(work / name))  # paths resolved against the run
       shared = dict(prepared_dir=saved.data.prepared_dir,
                     entropy_model=saved.patching.entropy_model,
-                    threshold=saved.patching.threshold)
+                    threshold=saved.patching.threshold, train_flops=train_flops)
     rows.append(dict(
         system=system, decoder_mode=mode or None, bpb=metrics['eval_bpb'],
         train_flops=step_flops * steps, params=params,

@@ -90,6 +90,20 @@ def section_sampling_variant(data) -> str:
                          'wall_s_per_sample']))
 
 
+def section_diffusion_decoder(data) -> str:
+  """The local decoders side by side (issue 16): the notes on the diffusion
+  decoder and the cached rows of bltdiff's three decoders, all measured in the
+  run(s) this JSON records (its other rows are the copied full run's)."""
+  rows = [with_interval_text(r) for r in data['rows']
+          if r['system'] == 'bltdiff' and r['sampler'] == 'cached' and r.get('gen_bpb_ci')]
+  return (data.get('intra_patch_notes', '') + '\n\n'
+          + table(rows, ['decoder_mode', 'steps', 'option', 'gen_bpb', 'gen_bpb_ci',
+                         'unigram_entropy', 'repeat_8gram', 'sample_bytes', 'patch_bytes',
+                         'decoder_passes_per_byte', 'flops_per_byte', 'wall_s_per_sample'])
+          + '\n\n![intra-patch steps against the estimated patch entropy]'
+            '(bench/results/sampling_diffusion_decoder_intra_patch.png)')
+
+
 def section_sampling(data) -> str:
   rows = [with_interval_text(r) for r in data['rows']]
   ev = data.get('evaluator', {})
@@ -354,6 +368,13 @@ SECTIONS = [
      'python bench/sampling.py --bltdiff_variant=visible_recon --systems=bltdiff_ar '
      '--out=bench/results/sampling_visible_recon.json', section_sampling_variant,
      'sampling_visible_recon_flops.png'),
+    ('The diffusion local decoder: reveal order and intra-patch steps',
+     'sampling_diffusion_decoder.json',
+     'cp bench/results/sampling.json bench/results/sampling_diffusion_decoder.json && '
+     'python bench/sampling.py --bltdiff_variant=order_4 --samplers=cached '
+     '--systems=bltdiff_ar,bltdiff_parallel,bltdiff_diffusion '
+     '--out=bench/results/sampling_diffusion_decoder.json', section_diffusion_decoder,
+     'sampling_diffusion_decoder_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
      section_tasks, 'tasks.png'),
     ('Training throughput', 'train_throughput.json', 'python bench/train_throughput.py',

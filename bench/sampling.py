@@ -43,13 +43,17 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   there over bltdiff's, on FLOPs/byte and on wall time; the same at other
   levels both reach; byte AR at the best quality bltdiff reaches; and the old
   fixed reference (byte MDLM at its largest T) as a secondary line.
-- --bltdiff_variant=V samples bltdiff (ar) from bench/scaling.py's run of
-  recipe variant V at this scale instead (trained there if missing), as a
-  partial run (--systems=bltdiff_ar) into a copy of a full run's JSON, e.g.
+- --bltdiff_variant=V samples the bltdiff system that recipe variant V of
+  bench/scaling.py changes (bltdiff_ar for most, bltdiff_diffusion for the
+  order_* variants) from its run at this scale instead (trained there if
+  missing), as a partial run (--systems with that system) into a copy of a
+  full run's JSON, e.g.
     cp bench/results/sampling.json bench/results/sampling_visible_recon.json
     python bench/sampling.py --bltdiff_variant=visible_recon --systems=bltdiff_ar \
         --out=bench/results/sampling_visible_recon.json
-  so that its rows stand against the same byte MDLM and byte AR rows.
+  so that its rows stand against the same byte MDLM and byte AR rows. A
+  partial run trains only the systems it samples (and bltdiff_ar, which
+  prepares the shared data), and distils only for bltdiff_distilled rows.
 Writes --out (bench/results/sampling.json), sampling_flops.png,
 sampling_wall.png, sampling_intra_patch.png (the `diffusion` decoder's
 intra-patch steps against its estimate Ĥ(p) on validation patches, half the
@@ -93,7 +97,7 @@ SETTINGS = {
     'smoke': dict(length=256, batch=4, seeds=2, scale=1.0, evaluator_flops_factor=0.1,
                   byte_mdlm_steps=[16], bltdiff_steps=[8], adaptive_alphas=[0.02],
                   confidence_thresholds=[0.7], min_steps=2, max_steps=64,
-                  intra_alpha_default=1.0, intra_sweep_steps=8, intra_alphas=[0.0, 1.0, 1e9],
+                  intra_alpha_default=1.0, intra_sweep_steps=8, intra_alphas=[0.0, 0.1, 1e9],
                   distill_teacher_steps=8, distill_student_steps=[2], distill_steps_per_round=4),
     'cpu': dict(length=256, batch=48, seeds=3, scale=1.0, evaluator_flops_factor=6.0,
                 byte_mdlm_steps=[8, 16, 32, 64, 128, 256], bltdiff_steps=[2, 4, 8, 16, 32, 64],
@@ -103,7 +107,7 @@ SETTINGS = {
                 adaptive_alphas=[0.01, 0.02, 0.04], confidence_thresholds=[0.3, 0.4, 0.5],
                 min_steps=2, max_steps=64,
                 intra_alpha_default=1.0, intra_sweep_steps=32,
-                intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9],
+                intra_alphas=[0.0, 0.05, 0.1, 0.2, 1e9],
                 distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
                 distill_steps_per_round=100),
     'gpu': dict(length=256, batch=128, seeds=4, scale=4.0, evaluator_flops_factor=6.0,
@@ -111,7 +115,7 @@ SETTINGS = {
                 bltdiff_steps=[2, 4, 8, 16, 32, 64, 128], adaptive_alphas=[0.01, 0.02, 0.04, 0.08],
                 confidence_thresholds=[0.5, 0.7, 0.9], min_steps=2, max_steps=128,
                 intra_alpha_default=1.0, intra_sweep_steps=32,
-                intra_alphas=[0.0, 0.5, 1.0, 2.0, 1e9],
+                intra_alphas=[0.0, 0.05, 0.1, 0.2, 1e9],
                 distill_teacher_steps=32, distill_student_steps=[1, 2, 4],
                 distill_steps_per_round=1000),
 }
@@ -129,20 +133,36 @@ def evaluator_config(budget: float, factor: float):
   return c, params
 
 
-def train_systems(settings, workdir: str, bltdiff_variant: str = 'base'):
+def variant_model(out, variant: str) -> dict:
+  """The JSON's `models` entry of a variant's run (older JSONs keyed it by system alone)."""
+  system = variant_system(variant)
+  return out['models'].get(f'{system} {variant}') or out['models'][system]
+
+
+def variant_system(variant: str) -> str:
+  """The one bltdiff system a recipe variant of bench/scaling.py changes."""
+  systems = [s for s in scaling.VARIANTS[variant][0] if s in scaling.LATENT]
+  if len(systems) != 1:
+    sys.exit(f'--bltdiff_variant: {variant} is not a variant of one bltdiff system')
+  return systems[0]
+
+
+def train_systems(settings, workdir: str, bltdiff_variant: str = 'base', only=None):
   """Every system at equal training FLOPs (bench/likelihood.py's runs, reused
-  when already trained), plus the evaluator; bltdiff (ar) from bench/scaling.py's
-  run of `bltdiff_variant` at this scale unless 'base'. Returns (runs, system
+  when already trained; `only`: just those grid systems and bltdiff (ar)),
+  plus the evaluator; the system of `bltdiff_variant` from bench/scaling.py's
+  run of that variant at this scale unless 'base'. Returns (runs, system
   rows, evaluator row)."""
-  rows, runs, shared = likelihood.train_systems(settings['scale'], workdir)
-  budget = max(r['train_flops'] for r in rows)  # the evaluator's: whatever bltdiff_variant is
+  rows, runs, shared = likelihood.train_systems(settings['scale'], workdir, only)
+  # The evaluator's budget: the systems' (all of them), whatever is trained or bltdiff_variant is.
+  budget = max(shared['train_flops'].values())
   if bltdiff_variant != 'base':
-    row = scaling.run('bltdiff_ar', bltdiff_variant, settings['scale'], Path(workdir), shared,
+    system = variant_system(bltdiff_variant)
+    row = scaling.run(system, bltdiff_variant, settings['scale'], Path(workdir), shared,
                       scaling.base_budget_flops())
-    runs['bltdiff_ar'] = str(scaling.run_dir(Path(workdir), 'bltdiff_ar', bltdiff_variant,
-                                             settings['scale']))
-    rows = [dict(r, **{k: row[k] for k in ('bpb', 'params', 'steps', 'train_flops', 'variant')})
-            if (r['system'], r['decoder_mode']) == ('bltdiff', 'ar') else r for r in rows]
+    runs[system] = str(scaling.run_dir(Path(workdir), system, bltdiff_variant, settings['scale']))
+    kept = [r for r in rows if (r['system'], r['decoder_mode']) != row_system(system)]
+    rows = kept + [dict(row, mean_patch_bytes=row['mean_patch_bytes'])]
   config, params = evaluator_config(budget, settings['evaluator_flops_factor'])
   with config.unlocked():
     config.data.prepared_dir = shared['prepared_dir']
@@ -287,10 +307,15 @@ def samples_dir(out_path: Path) -> Path:
   return out_path.parent / ('samples' if out_path.stem == 'sampling' else f'samples_{out_path.stem}')
 
 
-def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, systems=None):
+def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, systems=None,
+            bltdiff_variant: str = 'base'):
   """The result rows of the grid (those `in_partial_run`, when samplers or
-  systems are given); their first samples are written to sample_dir."""
+  systems are given); their first samples are written to sample_dir. The
+  rows of a bltdiff_variant's system carry `variant` and name it in `option`."""
   rows, drawn = generate(settings, loaded, samplers, systems)
+  if bltdiff_variant != 'base':
+    rows = [(s, o, f"{bltdiff_variant}: {label or f'{o.steps} steps'}")
+            if s == variant_system(bltdiff_variant) else (s, o, label) for s, o, label in rows]
   length, batch = settings['length'], settings['batch']
   results = []
   for i, (system, options, label) in enumerate(rows):
@@ -320,7 +345,9 @@ def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, system
                      if 'mean_patches' in stats[0] else None),
         flops_per_byte=sum(run_flops) / max(sum(generated), 1),
         wall_s_per_sample=statistics.median(drawn[i]['seconds']) / batch,
-        sampler_options=dataclasses.asdict(options)))
+        sampler_options=dataclasses.asdict(options),
+        **({'variant': bltdiff_variant} if bltdiff_variant != 'base'
+           and system == variant_system(bltdiff_variant) else {})))
     write_samples(results[-1], samples, sample_dir)
     print(json.dumps({k: v for k, v in results[-1].items() if k != 'sampler_options'}),
           flush=True)
@@ -424,7 +451,7 @@ def notes(out) -> str:
     parts.append(f"The {which} rows were measured on {run['date']}, apart from the others "
                  '(wall times of runs apart compare less well)'
                  + (f", from bench/scaling.py's {variant} run (validation bpb "
-                    f"{out['models']['bltdiff_ar']['bpb']:.3f})." if variant != 'base' else '.'))
+                    f"{variant_model(out, variant)['bpb']:.3f})." if variant != 'base' else '.'))
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
@@ -451,34 +478,50 @@ def confidence_notes(out) -> list[str]:
 def intra_patch_notes(out) -> list[str]:
   """The diffusion decoder against the ar and parallel decoders (issue 16's
   targets: ar's gen-bpb with >= 2x fewer decoder passes per byte; better than
-  parallel), and how much its estimate Ĥ(p) varies across patches."""
+  parallel), and how its estimate Ĥ(p) and step counts vary across patches."""
   rows = out['rows']
   pick = lambda mode: [r for r in rows if r['system'] == 'bltdiff' and r['sampler'] == 'cached'
                        and r.get('decoder_mode') == mode]
   diffusion, ar, parallel = pick('diffusion'), pick('ar'), pick('parallel')
   if not diffusion or not ar:
     return []
+  ci = lambda r: f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
   best = min(diffusion, key=lambda r: r['gen_bpb'])
   ar_best = min(ar, key=lambda r: r['gen_bpb'])
   # ar rows measured before passes were counted: the same run's distilled-teacher rows have them.
   ar_passes = [r['decoder_passes_per_byte'] for r in rows if r.get('decoder_mode') == 'ar'
                and r.get('decoder_passes_per_byte') is not None]
   parts = [f"The diffusion decoder's best row ({best['option']}) reaches gen-bpb "
-           f"{best['gen_bpb']:.3f} [{best['gen_bpb_ci'][0]:.3f}, {best['gen_bpb_ci'][1]:.3f}] at "
-           f"{best['decoder_passes_per_byte']:.2f} decoder passes per byte, against the ar "
-           f"decoder's {ar_best['gen_bpb']:.3f}"
+           f"{best['gen_bpb']:.3f} {ci(best)} at {best['decoder_passes_per_byte']:.2f} decoder "
+           f"passes per byte, against the ar decoder's best {ar_best['gen_bpb']:.3f} {ci(ar_best)}"
            + (f" at {statistics.mean(ar_passes):.2f}" if ar_passes else '')
            + (f" and the parallel decoder's best {min(r['gen_bpb'] for r in parallel):.3f}"
               if parallel else '') + '.']
+  # The target: ar's quality (the diffusion row's interval reaches ar's best row's) with fewer passes.
+  matched = [r for r in diffusion if r['gen_bpb_ci'][0] <= ar_best['gen_bpb_ci'][1]]
+  if matched and ar_passes:
+    cheapest = min(matched, key=lambda r: r['decoder_passes_per_byte'])
+    parts.append(f"At the ar decoder's quality (intervals overlapping its best row's) the "
+                 f"cheapest diffusion row ({cheapest['option']}, gen-bpb "
+                 f"{cheapest['gen_bpb']:.3f} {ci(cheapest)}) needs "
+                 f"{statistics.mean(ar_passes) / cheapest['decoder_passes_per_byte']:.2f}x fewer "
+                 f"decoder passes per byte and {ar_best['wall_s_per_sample'] / cheapest['wall_s_per_sample']:.2f}x "
+                 f"less wall time per sample than the ar decoder's best row.")
+  elif ar_passes:
+    parts.append("No diffusion row reaches the ar decoder's quality (no interval overlaps its "
+                 "best row's).")
   plan = out.get('intra_patch_plan')
   if plan:
-    h = np.asarray(plan['entropy'])
-    steps = {a: sorted(set(v)) for a, v in plan['steps'].items()}
+    h, lengths = np.asarray(plan['entropy']), np.asarray(plan['lengths'])
+    corr = float(np.corrcoef(h, lengths)[0, 1]) if h.std() > 0 and lengths.std() > 0 else 0.0
+    spread = []
+    for a, v in plan['steps'].items():
+      counts = np.bincount(np.asarray(v))
+      spread.append(f"alpha={a}: mean {np.mean(v):.2f}, {100 * counts.max() / len(v):.0f}% at "
+                    f"{int(np.argmax(counts))}")
     parts.append(f"Its estimate Ĥ(p) spans {h.min():.2f}-{h.max():.2f} nats over {len(h)} "
-                 f"validation patches (std {h.std():.3f}), so each alpha gives nearly every patch "
-                 f"the same step count ("
-                 + ', '.join(f"alpha={a}: {'/'.join(map(str, v))}" for a, v in steps.items())
-                 + '): the rule has nothing to adapt to at this training scale.')
+                 f"validation patches (std {h.std():.3f}; correlation with the patch's length "
+                 f"{corr:+.2f}); planned steps T_steps(p) per alpha: " + '; '.join(spread) + '.')
   return parts
 
 
@@ -606,9 +649,9 @@ def define_flags():
                     'confidence) and replace them in --out, keeping its other rows; the JSON '
                     'records the partial run (`partial_runs`) and the notes say so.')
   flags.DEFINE_enum('bltdiff_variant', 'base', sorted(scaling.VARIANTS),
-                    'Sample bltdiff (ar) from bench/scaling.py\'s run of this recipe variant at '
-                    'this scale (trained if missing); only with --systems=bltdiff_ar and an --out '
-                    'other than bench/results/sampling.json (module doc).')
+                    'Sample the bltdiff system this recipe variant of bench/scaling.py changes '
+                    'from its run at this scale (trained if missing); only with that system in '
+                    '--systems and an --out other than bench/results/sampling.json (module doc).')
   flags.DEFINE_list('systems', None, 'Measure only the rows of these grid systems (e.g. '
                     f'bltdiff_diffusion,{DISTILLED}), as --samplers does (both: rows of both).')
 
@@ -619,6 +662,7 @@ def summarize(out: dict, out_path: Path):
   data = next(r for r in out['rows'] if r['system'] == 'data')
   out['frontier'] = headline(rows, data, out['settings'])
   out['notes'] = notes(out)
+  out['intra_patch_notes'] = ' '.join(intra_patch_notes(out))
   out['headline'] = short_headline(out)
   out_path.write_text(json.dumps(out, indent=1))
   sampling_plots.plot([r for r in rows if r['system'] != DISTILLED], data,
@@ -649,11 +693,17 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
                                               if k not in out['settings']
                                               or k.endswith(('_alphas', '_thresholds'))})
   names = systems and {row_system(s) for s in systems}
+  changed = bltdiff_variant != 'base' and row_system(variant_system(bltdiff_variant))
+  # A row is replaced by this run's row of the same sampler, system and variant
+  # (rows of another variant of that system stay beside them).
   replaced = lambda r: ((samplers is None or r['sampler'] in samplers)
-                        and (names is None or (r['system'], r['decoder_mode']) in names))
+                        and (names is None or (r['system'], r['decoder_mode']) in names)
+                        and r.get('variant', 'base') == (
+                            bltdiff_variant if (r['system'], r['decoder_mode']) == changed
+                            else 'base'))
   kept = [r for r in out['rows'] if not replaced(r) and r['system'] != 'data'
           # the distilled rows came from the base run's bltdiff (ar), not the variant's
-          and not (bltdiff_variant != 'base' and r['system'] == DISTILLED)]
+          and not (changed == ('bltdiff', 'ar') and r['system'] == DISTILLED)]
   out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
   if plan is not None:
     out['intra_patch_plan'] = plan
@@ -680,27 +730,33 @@ def main(argv):
     sys.exit(f'development corpus not found at {likelihood.CORPUS}')
   out_path = Path(args.out)
   variant = args.bltdiff_variant
-  if variant != 'base' and (args.systems != ['bltdiff_ar']
+  if variant != 'base' and (variant_system(variant) not in (args.systems or ())
                             or out_path.resolve() == (RESULTS / 'sampling.json').resolve()):
-    sys.exit('--bltdiff_variant: give --systems=bltdiff_ar and an --out that is a copy of a '
-             'full run (not bench/results/sampling.json)')
+    sys.exit(f'--bltdiff_variant: give --systems with {variant_system(variant)} and an --out '
+             'that is a copy of a full run (not bench/results/sampling.json)')
   begin = time.time()
-  if variant == 'base' and settings['distill']:
-    runs, system_rows, evaluator_row = train_systems(settings, args.workdir)
+  # A partial run trains only what its rows sample (and bltdiff (ar), which
+  # prepares what every run shares); the distilled rows need the distillation.
+  partial = bool(args.samplers or args.systems)
+  only = args.systems if args.systems else None
+  distilled = (settings['distill'] and variant == 'base'
+               and (not args.systems or any(s.startswith(DISTILLED) for s in args.systems)))
+  runs, system_rows, evaluator_row = train_systems(settings, args.workdir, variant,
+                                                   only if partial else None)
+  if distilled:
     runs.update(distill_systems(settings, runs, args.workdir))
-  else:  # a variant's rows are bltdiff (ar) only: no distillation of the base run needed
-    runs, system_rows, evaluator_row = train_systems(settings, args.workdir, variant)
   train_s = time.time() - begin
   loaded = {name: restore.load_for_inference(path) for name, path in runs.items()}
   data_patch_bytes = next(r['mean_patch_bytes'] for r in system_rows
                           if (r['system'], r['decoder_mode']) == ('bltdiff', 'ar'))
-  if args.samplers or args.systems:
+  if partial:
     rows = measure(settings, loaded, loaded['evaluator'], samples_dir(out_path), args.samplers,
-                   args.systems)
+                   args.systems, variant)
     plan = (intra_patch_plan(settings, loaded['bltdiff_diffusion'])
             if in_partial_run('bltdiff_diffusion', 'cached', args.samplers, args.systems)
             else None)
-    models = {'bltdiff_ar': {k: r[k] for k in ('params', 'train_flops', 'steps', 'bpb', 'variant')}
+    models = {f"{r['system']}_{r['decoder_mode']} {r['variant']}":
+              {k: r[k] for k in ('params', 'train_flops', 'steps', 'bpb', 'variant')}
               for r in system_rows if r.get('variant')}
     replace_rows(out_path, settings, args.config, rows, args.samplers, args.systems,
                  time.time() - begin, plan, models, variant, data_patch_bytes)

@@ -129,6 +129,10 @@ def _seed_1(c):
   c.update(seed=1)
 
 
+def _order_bias(beta):
+  return lambda c: c.model.update(dec_order_bias=beta)
+
+
 def _combined(*changes):
   """A variant made of others' changes, applied in order."""
   def change(c):
@@ -160,6 +164,19 @@ VARIANTS = {
     'visible_recon': (('bltdiff_ar',), _visible_recon),
     'visible_recon_seed_1': (('bltdiff_ar',), _combined(_visible_recon, _seed_1)),
     'visible_recon_decoder_x2': (('bltdiff_ar',), _combined(_visible_recon, _decoder_x2)),
+    # The `diffusion` decoder's reveal order (bltdiff/latent/intra_patch.py): earlier
+    # positions first with log-odds β per position apart (base: likelihood.py's
+    # DIFFUSION_ORDER_BIAS); 0 is the uniform order of plain masked diffusion.
+    'order_0': (('bltdiff_diffusion',), _order_bias(0.0)),
+    'order_1': (('bltdiff_diffusion',), _order_bias(1.0)),
+    'order_2': (('bltdiff_diffusion',), _order_bias(2.0)),
+    'order_4': (('bltdiff_diffusion',), _order_bias(4.0)),
+    'order_8': (('bltdiff_diffusion',), _order_bias(8.0)),
+    # ... and its NELBO drawn k times per patch (k x the decoder's rows: fewer steps).
+    'order_4_draws_2': (('bltdiff_diffusion',),
+                        _combined(_order_bias(4.0), lambda c: c.model.update(dec_nelbo_draws=2))),
+    'order_8_draws_2': (('bltdiff_diffusion',),
+                        _combined(_order_bias(8.0), lambda c: c.model.update(dec_nelbo_draws=2))),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
@@ -347,7 +364,7 @@ def main(argv):
   begin = time.time()
   workdir = Path(args.workdir)
   # The shared shards, entropy model and threshold: likelihood.py's scale-1 chain.
-  _, _, shared = likelihood.train_systems(1.0, str(workdir))
+  _, _, shared = likelihood.train_systems(1.0, str(workdir), only=())
   unit = base_budget_flops()
   out_path = Path(args.out)
   new_rows = {}

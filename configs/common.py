@@ -110,6 +110,11 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # 'ar' (byte by byte), 'parallel' (first byte + length, then all) or 'diffusion'
       # (masked diffusion over the patch, sample.intra_patch steps)
       decoder_mode='ar',
+      # `diffusion` only: the intra-patch reveal order, earlier positions first with
+      # log-odds dec_order_bias per position apart (0: uniformly random, MDLM's;
+      # large: left to right, the `ar` chain rule; bltdiff/latent/intra_patch.py)
+      dec_order_bias=0.0,
+      dec_nelbo_draws=1,  # `diffusion` only: draws of its NELBO per patch in the loss, averaged
       # Training only (bltdiff/latent/train_objective.py; eval is the bound as always):
       # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
       # 'independent' draws t then the masked slots, 'count' draws their number.

@@ -18,7 +18,8 @@ from absl.testing import flagsaver
 from bltdiff import sampling_cost, vocab
 from bltdiff.latent import intra_patch
 from bltdiff.latent.diffusion import LatentMDLM
-from bltdiff.latent.local_decoder import diffusion_lengths, diffusion_targets
+from bltdiff.latent.diffusion_decoder import (diffusion_lengths, diffusion_patch_nelbo,
+                                              diffusion_targets)
 from bltdiff.models import byte_mdlm
 from bltdiff.sampling import categorical
 from bltdiff.sampling.options import SamplerOptions
@@ -30,13 +31,15 @@ L = 3  # positions per patch in the enumeration tests: 3! orders, 2^3 maskings
 SCHEDULE = Schedule('loglinear')  # the default: α = 1 − t, w = 1/t
 
 
-@functools.lru_cache(maxsize=2)
-def model_and_params(max_patch_len=L):
+@functools.lru_cache(maxsize=4)
+def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1):
   """A tiny latent MDLM with the `diffusion` decoder, its readout replaced by
   one that puts its mass on 'a', 'b' and the end (logits of about ±12, the
   other symbols 0): predictions that depend strongly on what is visible, and
   patches of several lengths."""
-  model = LatentMDLM(common.latent_model(**dict(TINY_LATENT_MODEL, decoder_mode='diffusion')),
+  model = LatentMDLM(common.latent_model(**dict(TINY_LATENT_MODEL, decoder_mode='diffusion',
+                                                dec_order_bias=order_bias,
+                                                dec_nelbo_draws=nelbo_draws)),
                      common.patching_config(mode='space', max_patch_len=max_patch_len,
                                             num_slots=12))
   params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0),
@@ -48,10 +51,10 @@ def model_and_params(max_patch_len=L):
   return model, params
 
 
-@functools.lru_cache(maxsize=2)
-def denoiser(max_patch_len=L):
+@functools.lru_cache(maxsize=4)
+def denoiser(max_patch_len=L, order_bias=0.0):
   """One intra-patch pass, jitted: (cond [rows, D], z [rows, L]) -> log-probs."""
-  model, params = model_and_params(max_patch_len)
+  model, params = model_and_params(max_patch_len, order_bias)
   return jax.jit(lambda c, z: model.decoder.denoise_patch(params, c, z))
 
 
@@ -76,22 +79,40 @@ def exact_nelbo(cond_nll, n):
   return total
 
 
-def exact_any_order_nll(cond_nll, n):
+def order_probability(order, order_bias):
+  """Plackett–Luce probability of a reveal order, weights exp(−β·j)."""
+  weights = np.exp(-order_bias * np.arange(len(order)))
+  p = 1.0
+  for k, j in enumerate(order):
+    p *= weights[j] / weights[list(order[k:])].sum()
+  return p
+
+
+def exact_any_order_nll(cond_nll, n, order_bias=0.0):
   """−log p(y) of the reverse process that reveals one position at a time in
-  a uniformly random order: −log (1/n!) Σ_σ Π_k p(y_σk | y_σ<k)."""
+  a random order σ of law q (uniform for β = 0):
+  −log Σ_σ q(σ) Π_k p(y_σk | y_σ<k)."""
   logs = []
   for order in itertools.permutations(range(n)):
-    lp = 0.0
+    lp = math.log(order_probability(order, order_bias))
     for k, j in enumerate(order):
       lp -= cond_nll(set(order[k:]))[j]
     logs.append(lp)
-  return -(np.logaddexp.reduce(logs) - math.log(len(logs)))
+  return -np.logaddexp.reduce(logs)
 
 
-def test_nelbo_weighting_is_tight_for_exact_conditionals():
+def exact_order_nelbo(cond_nll, n, order_bias):
+  """The NELBO E_σ[Σ_k −log p(y_σk | y_σ<k)] by enumerating orders."""
+  return sum(order_probability(order, order_bias)
+             * sum(cond_nll(set(order[k:]))[j] for k, j in enumerate(order))
+             for order in itertools.permutations(range(n)))
+
+
+@pytest.mark.parametrize('order_bias', [0.0, 2.0])
+def test_nelbo_weighting_is_tight_for_exact_conditionals(order_bias):
   """If every prediction is the exact conditional of a joint q, each order's
-  product is q(y), so the NELBO equals −log q(y): the estimator of
-  byte_mdlm.nelbo (which the decoder's bound is) averages to it."""
+  product is q(y), so the NELBO equals −log q(y) whatever the order's law:
+  byte MDLM's estimator and the decoder's (under its reveal order) average to it."""
   rng = np.random.RandomState(0)
   q = rng.dirichlet(np.ones(27) * 0.5).reshape(3, 3, 3)  # a joint over 3 symbols x 3 positions
   y = np.array([2, 0, 1])
@@ -110,20 +131,25 @@ def test_nelbo_weighting_is_tight_for_exact_conditionals():
   conditionals = lambda z: jnp.asarray(np.stack([table[tuple(r)] for r in np.asarray(z)]))
   rows = 4096
   x = jnp.asarray(np.tile(y, (rows, 1)))
-  estimates = np.concatenate([
-      np.asarray(byte_mdlm.nelbo(conditionals, x, jax.random.PRNGKey(s), SCHEDULE))
-      for s in range(4)])
+  lengths = jnp.full((rows,), 3, jnp.int32)  # y fills the patch: no end symbol
   exact = -math.log(q[tuple(y)])
-  stderr = estimates.std() / math.sqrt(len(estimates))
-  assert abs(estimates.mean() - exact) < 4 * stderr + 1e-3, (estimates.mean(), exact, stderr)
+  for estimator in (
+      lambda k: byte_mdlm.nelbo(conditionals, x, k, SCHEDULE),
+      lambda k: diffusion_patch_nelbo(conditionals, x, lengths, k, order_bias)[0]):
+    estimates = np.concatenate([np.asarray(estimator(jax.random.PRNGKey(s))) for s in range(4)])
+    stderr = estimates.std() / math.sqrt(len(estimates))
+    assert abs(estimates.mean() - exact) < 4 * stderr + 1e-3, (estimates.mean(), exact, stderr)
 
 
-def test_decoder_bound_stays_above_the_exact_patch_nll():
+@pytest.mark.parametrize('order_bias, nelbo_draws', [(0.0, 1), (1.5, 1), (1.5, 3)])
+def test_decoder_bound_stays_above_the_exact_patch_nll(order_bias, nelbo_draws):
   """A tiny decoder whose p(patch | h) is computed exactly (all 3! reveal
-  orders): the exact NELBO (all 2^3 maskings) is above it, and the training
-  path's Monte Carlo estimate (LatentMDLM.patch_log_prob, t_min = 0) averages
-  to the exact NELBO."""
-  model, params = model_and_params()
+  orders, weighed by their law): the exact NELBO is above it, and the
+  training path's Monte Carlo estimate (LatentMDLM.patch_log_prob) averages
+  to the exact NELBO, with one draw per patch or the mean of several. For the
+  uniform order (β = 0) the NELBO over orders is MDLM's continuous-time NELBO
+  over maskings (all 2^3 of them)."""
+  model, params = model_and_params(order_bias=order_bias, nelbo_draws=nelbo_draws)
   cond = conditions(1, model.net.dec_dim)
   patch = np.array([ord('a'), ord('b'), vocab.PAD], np.int32)  # 'ab': y = (a, b, END)
   y = np.asarray(diffusion_targets(patch[None], jnp.array([2])))[0]
@@ -134,15 +160,17 @@ def test_decoder_bound_stays_above_the_exact_patch_nll():
     key = tuple(sorted(hidden))
     if key not in cache:
       z = jnp.asarray(masked_as(y, hidden))[None]
-      lp = np.asarray(denoiser()(cond, z))[0]
+      lp = np.asarray(denoiser(L, order_bias)(cond, z))[0]
       cache[key] = {j: -float(lp[j, y[j]]) for j in hidden}
     return cache[key]
 
-  nll = exact_any_order_nll(cond_nll, L)
-  bound = exact_nelbo(cond_nll, L)
+  nll = exact_any_order_nll(cond_nll, L, order_bias)
+  bound = exact_order_nelbo(cond_nll, L, order_bias)
+  if order_bias == 0.0:
+    assert bound == pytest.approx(exact_nelbo(cond_nll, L), rel=1e-9)
   assert bound > nll + 1e-3, (bound, nll)  # strictly above: the conditionals disagree
 
-  rows = 2048  # copies of the patch as slots of one row; s antithetic over them
+  rows = 2048  # copies of the patch as slots of one row; draws stratified over them
   cond_rows = jnp.broadcast_to(cond[None], (1, rows, cond.shape[-1]))
   tokens = jnp.asarray(np.tile(patch, (1, rows, 1)))
   lengths = jnp.full((1, rows), 2, jnp.int32)
@@ -151,6 +179,49 @@ def test_decoder_bound_stays_above_the_exact_patch_nll():
   stderr = draws.std() / math.sqrt(len(draws))
   assert abs(draws.mean() - bound) < 4 * stderr, (draws.mean(), bound, stderr)
   assert draws.mean() > nll
+
+
+def test_a_strong_order_bias_gives_the_left_to_right_chain_rule():
+  """β → ∞: the order is left to right, and the estimate over rows stratified
+  across the L revealed counts is exactly Σ_j −log p(y_j | y_<j), the chain
+  rule the `ar` decoder's likelihood is (no variance left)."""
+  model, params = model_and_params(order_bias=40.0)
+  cond = conditions(1, model.net.dec_dim, seed=5)
+  patch = np.array([ord('b'), vocab.PAD, vocab.PAD], np.int32)  # 'b': y = (b, END, END)
+  y = np.asarray(diffusion_targets(patch[None], jnp.array([1])))[0]
+  lp = [np.asarray(denoiser(L, 40.0)(cond, jnp.asarray(masked_as(y, set(range(j, L))))[None]))[0]
+        for j in range(L)]
+  chain = -sum(float(lp[j][j, y[j]]) for j in range(L))
+  rows = 4 * L
+  cond_rows = jnp.broadcast_to(cond[None], (1, rows, cond.shape[-1]))
+  tokens = jnp.asarray(np.tile(patch, (1, rows, 1)))
+  lengths = jnp.full((1, rows), 1, jnp.int32)
+  for seed in range(3):
+    bound = -model.patch_log_prob(params, cond_rows, tokens, lengths,
+                                  jax.random.PRNGKey(seed))[0][0]
+    assert float(jnp.mean(bound)) == pytest.approx(chain, rel=1e-4)
+
+
+def test_the_all_masked_pass_tells_positions_apart():
+  """Every hidden position carries MASK and the same latent; without its
+  position embedding the first pass would predict the same at each."""
+  model, params = model_and_params()
+  lp = np.asarray(model.decoder.first_pass(params, conditions(2, model.net.dec_dim, seed=6)))
+  assert np.abs(lp[:, 1] - lp[:, 2]).max() > 1e-2
+
+
+def test_reveal_ranks_follow_the_plackett_luce_law():
+  """Of positions 0 and 2, 0 comes first with probability σ(2β); β = 0 is uniform."""
+  for beta in (0.0, 0.7):
+    rank = np.asarray(intra_patch.reveal_ranks(
+        jax.random.uniform(jax.random.PRNGKey(0), (20000, 4)), beta))
+    assert sorted(rank[0].tolist()) == [0, 1, 2, 3]
+    first = np.mean(rank[:, 0] < rank[:, 2])
+    assert first == pytest.approx(1 / (1 + math.exp(-2 * beta)), abs=0.015)
+    # the first revealed is j with probability exp(−βj) / Σ_i exp(−βi)
+    weights = np.exp(-beta * np.arange(4))
+    np.testing.assert_allclose(np.bincount(np.argmin(rank, -1), minlength=4) / len(rank),
+                               weights / weights.sum(), atol=0.015)
 
 
 def test_targets_and_lengths_round_trip():
@@ -180,32 +251,43 @@ def test_t_steps_follow_the_formula():
                                                           intra_patch=rule))(jax.random.PRNGKey(2))
   h = jax.jit(lambda c: model.decoder.entropy_estimate(params, c))(cond)
   want = np.where(np.asarray(reveal), np.asarray(model.decoder.intra_patch_steps(h, rule)), 0)
-  np.testing.assert_array_equal(drawn['steps'], want)
-  assert int(drawn['passes']) == want.max() and len(set(want[want > 0])) > 1
+  steps = np.asarray(drawn['steps'])  # planned, or fewer when a patch is complete sooner
+  assert np.all((steps <= want) & ((steps >= 1) == (want >= 1)))
+  assert int(drawn['passes']) == steps.max() and len(set(want[want > 0])) > 1
 
 
-def reference_draws(model, params, key, cond, order):
+def reference_draws(model, params, key, cond, order, order_bias=0.0):
   """Intra-patch decoding written out plainly: pass k reveals the positions
-  with rank in order[k] (the draw's documented keys: order, then per step)."""
+  with rank in order[k] (the draw's documented keys: order, then per step),
+  the ranks sorting −β·j + Gumbel noise, largest first."""
   order_key, step_key = jax.random.split(key)
   rows = cond.shape[0]
-  rank = np.argsort(np.argsort(np.asarray(jax.random.uniform(order_key, (rows, L))), -1), -1)
+  u = np.asarray(jax.random.uniform(order_key, (rows, L)), np.float64)
+  keys = -order_bias * np.arange(L) - np.log(-np.log(u))
+  rank = np.argsort(np.argsort(-keys, -1), -1)
   z = np.full((rows, L), vocab.MASK, np.int32)
+  taken = np.full(rows, len(order))  # passes until every position before the first end is known
   for k, ranks in enumerate(order):
-    lp = denoiser()(cond, jnp.asarray(z))
+    lp = denoiser(L, order_bias)(cond, jnp.asarray(z))
     drawn = np.asarray(categorical.gumbel_argmax(jax.random.fold_in(step_key, k), lp))
     new = np.isin(rank, ranks)
     z = np.where(new, drawn, z)
+    for r in range(rows):
+      ends = [j for j in range(L) if z[r, j] == vocab.END_OF_PATCH]
+      if taken[r] == len(order) and all(z[r, j] != vocab.MASK for j in range(ends[0] if ends else L)):
+        taken[r] = k + 1
   lengths = np.asarray(diffusion_lengths(jnp.asarray(z)))
-  return np.where(np.arange(L)[None] < lengths[:, None], z, vocab.PAD), lengths
+  return np.where(np.arange(L)[None] < lengths[:, None], z, vocab.PAD), lengths, taken
 
 
-@pytest.mark.parametrize('alpha, order', [(1e9, [[0], [1], [2]]), (0.0, [[0, 1, 2]])])
-def test_the_two_limits(alpha, order):
+@pytest.mark.parametrize('alpha, order, order_bias', [
+    (1e9, [[0], [1], [2]], 0.0), (0.0, [[0, 1, 2]], 0.0), (1e9, [[0], [1], [2]], 1.0)])
+def test_the_two_limits(alpha, order, order_bias):
   """α large: one position per pass, L passes (the reverse process the NELBO
   bounds); α = 0 with T_min = 1: one pass, every position drawn from the
   all-masked prediction. Both equal a plain re-implementation for the same key."""
-  model, params = model_and_params()
+  model, params = model_and_params(order_bias=order_bias)
+  denoiser(L, order_bias)  # built here: under x64 (below) its init would draw other weights
   cond = conditions(8, model.net.dec_dim, seed=3)
   key = jax.random.PRNGKey(4)
   rule = intra_patch.IntraPatchRule(alpha, 1)
@@ -214,8 +296,10 @@ def test_the_two_limits(alpha, order):
                                                           intra_patch=rule))(key)
     whole, whole_lengths, _ = jax.jit(lambda k: model.decoder.draw(params, k, cond,
                                                                    intra_patch=rule))(key)
-    want, want_lengths = reference_draws(model, params, key, cond, order)
-  assert np.all(np.asarray(drawn['steps']) == len(order)) and int(drawn['passes']) == len(order)
+    want, want_lengths, taken = reference_draws(model, params, key, cond, order, order_bias)
+  # Every pass planned runs but those after a patch is complete (the same bytes either way).
+  np.testing.assert_array_equal(drawn['steps'], taken)
+  assert int(drawn['passes']) == taken.max()
   for out, lengths in ((drawn['tokens'], drawn['lengths']), (whole, whole_lengths)):
     np.testing.assert_array_equal(out, want)
     np.testing.assert_array_equal(lengths, want_lengths)
@@ -241,8 +325,9 @@ def test_propose_flops_count_the_passes_run():
   assert per_call['propose_step'] > 0.2 * per_call['propose']
   options = SamplerOptions(sampler='cached', steps=6, intra_alpha=1e9)
   _, stats = model.sample(params, jax.random.PRNGKey(0), options, num_samples=2, length=48)
-  assert stats['decoder_passes'] == 6 * (stats['decoder_passes'] // 6) > 0
-  assert stats['decoder_row_passes'] == 6 * stats['decoder_rows']  # every buffer ran 6 passes
+  # at most 6 passes per patch and per buffer (fewer once every patch is complete)
+  assert 0 < stats['decoder_passes'] <= 6 * stats['decoder_rows']
+  assert stats['decoder_rows'] <= stats['decoder_row_passes'] <= 6 * stats['decoder_rows']
   cost = sampling_cost.run_flops(model, params, options, stats, 2, 48)
   units = 2 * model.patch_config.num_slots
   assert cost['propose_step'] == pytest.approx(per_call['propose_step'] * 5 *

@@ -26,8 +26,10 @@ import jax.numpy as jnp
 
 from bltdiff import vocab
 from bltdiff.latent import slot_gather
-from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule, reveal_quota
-from bltdiff.latent.local_decoder import START, ARDecoder, diffusion_lengths
+from bltdiff.latent.intra_patch import (EXACT_INTRA_PATCH, IntraPatchRule, reveal_quota,
+                                        reveal_ranks)
+from bltdiff.latent.diffusion_decoder import diffusion_lengths
+from bltdiff.latent.local_decoder import START, ARDecoder
 from bltdiff.sampling import categorical, rules
 
 ENTROPY_ESTIMATE_KEY = 7  # the draw behind `ar`/`parallel` entropy estimates (any fixed key)
@@ -81,9 +83,10 @@ class PatchDecoder:
                     intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
     """Draws for the rows where reveal [N] is True only (`slot_gather`):
     {tokens [N, L], lengths [N] (other rows PAD / 0), decoded []: rows in the
-    buffer, steps [N]: the passes each revealed patch needed (0 elsewhere),
-    passes []: sequential decoder passes run on the buffer (`diffusion`: the
-    buffer's largest T_steps)}."""
+    buffer, steps [N]: the passes each revealed patch needed (0 elsewhere;
+    `diffusion`: its T_steps(p), fewer if complete sooner), passes []:
+    sequential decoder passes run on the buffer (`diffusion`: the largest
+    of those)}."""
     n = cond_rows.shape[0]
     count = jnp.sum(reveal)
 
@@ -247,12 +250,17 @@ class PatchDecoder:
             total / jnp.sum(counted, -1).astype(jnp.float32))
 
   def _draw_diffusion(self, params, key, cond, top_p, rows, num_rows, intra_patch, valid=None):
-    """(bytes [k, L], lengths [k], Ĥ [k], T_steps [k]; 0 where not valid [k])."""
+    """(bytes [k, L], lengths [k], Ĥ [k], passes run per row [k]; 0 where not valid [k]).
+
+    Row r plans T_steps(p) passes; it stops earlier once complete: every
+    position before its first revealed end is revealed, so the rest is
+    END_OF_PATCH by `diffusion_constrain` (a pass there draws nothing). Its
+    bytes are the same either way; only the passes are saved."""
     k, L = cond.shape[0], self.max_patch_len
     order_key, step_key = jax.random.split(key)
     batch = k if rows is None else num_rows
     noise = jax.random.uniform(order_key, (batch, L))
-    rank = jnp.argsort(jnp.argsort(noise if rows is None else noise[rows], -1), -1)
+    rank = reveal_ranks(noise if rows is None else noise[rows], self.net.dec_order_bias)
     masked = jnp.full((k, L), vocab.MASK, jnp.int32)
     first = self.first_pass(params, cond)
     entropy = jnp.sum(categorical.entropy_of(first), -1)
@@ -260,20 +268,33 @@ class PatchDecoder:
     if valid is not None:
       steps = jnp.where(valid, steps, 0)
 
+    def active(step, z):  # [k]: rows still decoding at this step
+      return (step < steps) & ~patch_complete(z)
+
     def reveal(step, log_probs, z):
       drawn = categorical.gumbel_argmax(jax.random.fold_in(step_key, step),
                                         categorical.top_p_filter(log_probs, top_p), rows,
                                         num_rows)
       new = ((z == vocab.MASK) & (rank < reveal_quota(step, steps, L)[:, None])
-             & (step < steps)[:, None])  # finished rows frozen
-      return jnp.where(new, drawn, z)
+             & active(step, z)[:, None])  # finished rows frozen
+      return jnp.where(new, drawn, z), active(step, z).astype(jnp.int32)
 
     def body(carry):
-      step, z = carry
-      return step + 1, reveal(step, self.denoise_patch(params, cond, z), z)
+      step, z, taken = carry
+      z, ran = reveal(step, self.denoise_patch(params, cond, z), z)
+      return step + 1, z, taken + ran
 
-    _, z = jax.lax.while_loop(lambda c: c[0] < jnp.max(steps), body,
-                              (jnp.int32(1), reveal(jnp.int32(0), first, masked)))
+    z, taken = reveal(jnp.int32(0), first, masked)
+    _, z, taken = jax.lax.while_loop(lambda c: jnp.any(active(c[0], c[1])), body,
+                                     (jnp.int32(1), z, taken))
     lengths = diffusion_lengths(z)
     out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
-    return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, steps
+    return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken
+
+
+def patch_complete(z):
+  """z [rows, L] (MASK where hidden) -> bool [rows]: every position before the
+  first visible END_OF_PATCH is visible (all of them when there is none)."""
+  j = jnp.arange(z.shape[1])[None, :]
+  first_end = jnp.min(jnp.where(z == vocab.END_OF_PATCH, j, z.shape[1]), axis=-1, keepdims=True)
+  return jnp.all((z != vocab.MASK) | (j > first_end), axis=-1)

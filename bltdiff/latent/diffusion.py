@@ -18,27 +18,26 @@ runs on slots:
 
 Decoder `diffusion` (a bound of a bound): D is itself a masked-diffusion
 model over a patch's L positions y_i [L] (bytes, then END_OF_PATCH;
-`local_decoder.diffusion_targets`), so −log p_D(patch_i | h_i) has no closed
+`diffusion_decoder.diffusion_targets`), so −log p_D(patch_i | h_i) has no closed
 form and term 1 uses its own NELBO instead:
 
-    −log p_D(patch_i | h_i) ≤ B_i = E_s[ w(s) Σ_{j hidden at s} −log p_D(y_ij | u_s, h_i) ]
+    −log p_D(patch_i | h_i) ≤ B_i = E_σ[ Σ_k −log p_D(y_i,σk | y_i,σ<k, h_i) ]
 
-with u_s [L] the patch's positions masked with probability 1 − α(s). Because
-w(t) ≥ 0, replacing each −log p_D(patch_i | z_t) by B_i ≥ it keeps term 1 an
-upper bound:
+over its reveal orders σ (`diffusion_decoder`; their law: `intra_patch`).
+As w(t) ≥ 0, replacing each −log p_D(patch_i | z_t) by B_i ≥ it keeps term 1
+an upper bound:
 
     −log p(bytes) ≤ −log p(patches) ≤ E_t[ w(t) Σ_{masked i} −log p_D(patch_i | z_t) ] + 2 + 3
                                     ≤ E_t[ w(t) Σ_{masked i} B_i(z_t) ] + 2 + 3.
 
-Estimate (training and evaluation alike): t [b] antithetic over the batch
-rows, one slot masking per row; s [b·P] antithetic over the slot rows (one
-uniform offset, independent of t), one position masking per slot; t_min = 0
-for both at evaluation (the whole bound, unbiased), TRAIN_T_MIN for both in
-training. Evaluation averages train.eval_t_samples such (t, s) draws per
-batch. p_D is the decoder's reverse process revealing one position at a
-time in a random order (the sampler at intra-patch α → ∞); fewer intra-patch
-steps sample another, cheaper distribution, which this bound does not cover
-(as for the latent level's own step count).
+Estimate: t [b] antithetic over the batch rows, one slot masking per row,
+t_min = 0 at evaluation (the whole bound, unbiased) and TRAIN_T_MIN in
+training; per slot model.dec_nelbo_draws draws of σ and of the number
+revealed (independent of t), the same in training and evaluation.
+Evaluation averages train.eval_t_samples such draws per batch.
+p_D reveals one position at a time in its random order (the sampler at
+intra-patch α → ∞); fewer intra-patch steps sample another, cheaper
+distribution, not covered by this bound (as fewer latent steps are not).
 """
 
 import functools
@@ -49,7 +48,7 @@ import jax.numpy as jnp
 
 from bltdiff import patching, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.latent import sampling, train_objective
+from bltdiff.latent import diffusion_decoder, sampling, train_objective
 from bltdiff.latent.decoding import PatchDecoder
 from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule
 from bltdiff.latent.network import DECODER_MODES, LatentDenoiser
@@ -60,7 +59,7 @@ from bltdiff.schedules import Schedule, antithetic_times
 
 TRAIN_T_MIN = 1e-3  # as byte MDLM: training cuts t < 1e-3; evaluation uses the whole bound
 OVERFLOW_NATS_PER_BYTE = math.log(vocab.NUM_DATA_SYMBOLS)
-INTRA_KEY = 2  # fold_in of the loss key for the `diffusion` decoder's s and masking
+INTRA_KEY = 2  # fold_in of the loss key for the `diffusion` decoder's order and masking
 
 
 def patchify(tokens, entropies, patch_config: patching.PatchConfig):
@@ -114,6 +113,7 @@ class LatentMDLM(Model):
       heads = m[name.replace('dim', 'heads')]
       if m[name] % heads or (m[name] // heads) % 2:
         raise ConfigError(f'model.{name}: {m[name]} must split into {heads} heads of even size')
+    diffusion_decoder.check_options(m)
     if p.num_slots < 1 or p.max_patch_len < 1:
       raise ConfigError('patching.num_slots: num_slots and max_patch_len must be positive')
 
@@ -137,10 +137,11 @@ class LatentMDLM(Model):
     return self._apply(params, enc, visible, slot_mask,
                        method=lambda m, e, v, s: m.contextualize(m.hide(e, v), s))
 
-  def patch_log_prob(self, params, cond, patch_tokens, lengths, key=None, t_min: float = 0.0):
+  def patch_log_prob(self, params, cond, patch_tokens, lengths, key=None):
     """(log p(patch | h) [b, P], hits, valid [b, P, L+1]), D teacher-forced;
-    `diffusion`: minus its NELBO (key: s and the masking; see the module doc)."""
-    return self._apply(params, cond, patch_tokens, lengths, key, self.schedule, t_min,
+    `diffusion`: minus its NELBO (key: the order and the number revealed;
+    see the module doc)."""
+    return self._apply(params, cond, patch_tokens, lengths, key,
                        method=LatentDenoiser.patch_log_prob)
 
   def symbol_log_probs(self, params, cond, patch_tokens, lengths):
@@ -179,18 +180,18 @@ class LatentMDLM(Model):
     return self.net.init({'params': key}, pt, patches.lengths, patches.slot_mask)['params']
 
   def slot_log_probs(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None,
-                     intra_key=None, t_min: float = 0.0):
+                     intra_key=None):
     """log p(patch_i | h_i) for every slot [b, P], the masked slots hidden from
-    T (minus its NELBO for `diffusion`, from intra_key with s in (t_min, 1]),
-    and the decoder's teacher-forced hits/valid [b, P, L+1] (`diffusion`: [b, P, L])."""
+    T (minus its NELBO for `diffusion`, its draws from intra_key), and the
+    decoder's teacher-forced hits/valid [b, P, L+1] (`diffusion`: [b, P, L])."""
     cond = self.denoise(params, patch_tokens, slot_mask & ~masked, slot_mask, dropout_key)
-    return self.patch_log_prob(params, cond, patch_tokens, lengths, intra_key, t_min)
+    return self.patch_log_prob(params, cond, patch_tokens, lengths, intra_key)
 
   def slot_nll(self, params, patch_tokens, lengths, slot_mask, masked, dropout_key=None,
-               intra_key=None, t_min: float = 0.0):
+               intra_key=None):
     """−log p(patch_i | z) [b, P] (0 where not masked), hits/valid of `slot_log_probs`."""
     lp, hits, valid = self.slot_log_probs(params, patch_tokens, lengths, slot_mask, masked,
-                                          dropout_key, intra_key, t_min)
+                                          dropout_key, intra_key)
     return jnp.where(masked, -lp, 0.0), hits, valid
 
   def loss(self, params, batch, key, train: bool = True, t=None):
@@ -209,8 +210,7 @@ class LatentMDLM(Model):
       weight = self.schedule.weight(t)  # [b]
     lp, hits, valid = self.slot_log_probs(params, pt, patches.lengths, patches.slot_mask, masked,
                                           dropout_key if train and self.config.dropout else None,
-                                          jax.random.fold_in(key, INTRA_KEY),
-                                          TRAIN_T_MIN if train else 0.0)
+                                          jax.random.fold_in(key, INTRA_KEY))
     nll = jnp.where(masked, -lp, 0.0)
     diffusion = weight * jnp.sum(nll, axis=-1)  # 1. [b]
     filled = jnp.sum(patches.slot_mask, axis=-1)

@@ -14,17 +14,35 @@ misses of the joint is the total correlation Σ_j H(y_j) − H(y) ≤ Ĥ(p), so
 dependence that only sequential reveals capture. It upper-bounds H(y | h_i)
 (subadditivity), so it errs towards more steps. A trained head would cost
 parameters and training and predict the same number less directly.
-Step k of T reveals positions in a uniformly random order (drawn per row),
-⌊(k+1)·L/T⌋ revealed after it, so T = L is one position per step (the
-reverse process whose likelihood the NELBO bounds) and T = 1 is one-pass
-decoding. Rows run to the buffer's largest T, finished rows frozen; every
-pass is a decoder call on the whole buffer, which the cost accounting counts
+Step k of T reveals positions in a random order drawn per row
+(`reveal_ranks`), ⌊(k+1)·L/T⌋ revealed after it, so T = L is one position
+per step (the reverse process whose likelihood the NELBO bounds) and T = 1
+is one-pass decoding. A patch stops early once complete (every position
+before its first end revealed: the rest can only be the end). Rows run to
+the buffer's largest count of passes, finished rows frozen; every pass is a
+decoder call on the whole buffer, which the cost accounting counts
 (`decoding.PatchDecoder.draw_revealed`'s `passes`).
+
+The order (model.dec_order_bias = β): Plackett–Luce with weight
+k_j = exp(−β·j) for position j, i.e. the next position revealed is j with
+probability
+
+    q(j | S) = k_j / Σ_{i ∉ S} k_i          (S: the positions revealed so far)
+
+so of two positions i < j the earlier comes first with probability
+σ(β·(j − i)). β = 0 is the uniformly random order of plain masked diffusion
+(MDLM's reverse process); β → ∞ is left to right, in which the NELBO becomes
+the `ar` decoder's chain rule. It is the same masked diffusion with a
+per-position schedule: position j hidden at time s with probability s^(k_j)
+(independently), whose reverse process reveals in exactly this order and
+whose denoiser is still time-free (which positions are hidden says nothing
+of the bytes). `diffusion_decoder.diffusion_patch_nelbo` estimates its NELBO.
 """
 
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 
 
@@ -41,3 +59,24 @@ def reveal_quota(step, steps, num_positions: int):
   """Positions revealed by the end of intra-patch step `step` (0-based) of
   `steps` [rows]: ⌊(step+1)·L/T⌋, so every step reveals at least one (T <= L)."""
   return ((step + 1) * num_positions) // jnp.maximum(steps, 1)
+
+
+def order_log_weights(num_positions: int, order_bias: float):
+  """log k_j = −β·j of the reveal order's Plackett–Luce weights: [L]."""
+  return -order_bias * jnp.arange(num_positions, dtype=jnp.float32)
+
+
+def reveal_ranks(uniform, order_bias: float):
+  """A reveal order per row from uniform noise [rows, L] in (0, 1): rank
+  [rows, L] int32, 0 = revealed first. Sorting log k_j + Gumbel noise
+  draws the Plackett–Luce order (the Gumbel-top-k trick)."""
+  gumbel = -jnp.log(-jnp.log(jnp.clip(uniform, 1e-20, 1.0 - 1e-7)))
+  keys = order_log_weights(uniform.shape[-1], order_bias) + gumbel
+  return jnp.argsort(jnp.argsort(-keys, axis=-1), axis=-1).astype(jnp.int32)
+
+
+def next_reveal_probs(hidden, order_bias: float):
+  """q(j | S) [rows, L]: the probability that hidden position j (bool
+  [rows, L]) is the next one revealed, 0 at visible positions."""
+  logits = jnp.where(hidden, order_log_weights(hidden.shape[-1], order_bias), -jnp.inf)
+  return jnp.where(hidden, jax.nn.softmax(logits, axis=-1), 0.0)

@@ -9,9 +9,8 @@ row, [batch * slots, ...], so p(patch_i | h_i) sees nothing but h_i.
   sum to one over exactly the patches the patcher can emit lengths for.
 `parallel`: x_0 from h; the length from (h, x_0); the other bytes in one
   bidirectional pass given (h, x_0, length): conditionally independent.
-`diffusion`: a masked-diffusion model over the patch's L positions (bytes,
-  then END_OF_PATCH to the last position), time-free, conditioned on h; its
-  NELBO stands in for −log p(patch | h) (`diffusion_patch_nelbo`).
+`diffusion`: a masked-diffusion model over the patch's L positions,
+  `bltdiff.latent.diffusion_decoder`.
 
 Decoder outputs use DEC_VOCAB = 259 symbols (bytes, BOUNDARY, [MASK never],
 END_OF_PATCH), indexed like bltdiff.vocab. Drawing patches from these modules
@@ -23,14 +22,14 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.models import byte_mdlm
-from bltdiff.schedules import Schedule
+from bltdiff.latent import intra_patch
 
 DEC_VOCAB = vocab.END_OF_PATCH + 1  # 259: MASK (257) is in range but never allowed
 START = vocab.MASK  # input symbol of the first decoder position (never a data byte)
 
 
-def _cond_dense(features, name):
+def cond_projection(features, name):
+  """The latent h_i projected to the decoder's width (no bias), added at every position."""
   return nn.Dense(features, use_bias=False, kernel_init=nn.with_logical_partitioning(
       nn.initializers.lecun_normal(), ('mlp', 'embed')), name=name)
 
@@ -90,7 +89,7 @@ class ARDecoder(nn.Module):
 
   def setup(self):
     self.embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype, name='embed')
-    self.cond = _cond_dense(self.dim, 'cond')
+    self.cond = cond_projection(self.dim, 'cond')
     self.transformer = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
                                           mlp_dim=self.mlp_dim, dtype=self.dtype,
                                           decode=self.decode)
@@ -136,7 +135,7 @@ class ParallelDecoder(nn.Module):
   dtype: jnp.dtype = jnp.float32
 
   def setup(self):
-    self.cond = _cond_dense(self.dim, 'cond')
+    self.cond = cond_projection(self.dim, 'cond')
     self.first_norm = layers.RMSNorm(dtype=self.dtype)
     self.first_head = layers.readout(vocab.NUM_DATA_SYMBOLS, name='first_head')
     self.byte_embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype)
@@ -191,95 +190,3 @@ def parallel_patch_log_prob(parts, patch_tokens, lengths):
       (jnp.argmax(rest, -1) == x)[:, 1:] & inside[:, 1:]], axis=1)
   valid = jnp.concatenate([jnp.ones((rows, 2), bool), inside[:, 1:]], axis=1)
   return total, hits, valid
-
-
-# --- `diffusion`: masked diffusion over the patch's positions --------------------
-
-
-def diffusion_targets(patch_tokens, lengths):
-  """[rows, L] bytes (PAD filler), [rows] lengths in 1..L -> y [rows, L]: the
-  bytes, then END_OF_PATCH from position len on (none when len = L). One y per
-  patch and one patch per y of this form, so p(patch) = p(y)."""
-  j = jnp.arange(patch_tokens.shape[1])[None, :]
-  return jnp.where(j < lengths[:, None], patch_tokens, vocab.END_OF_PATCH)
-
-
-def diffusion_lengths(y):
-  """y [rows, L] (no MASK) -> lengths [rows]: the first END_OF_PATCH, L if none."""
-  j = jnp.arange(y.shape[1])[None, :]
-  return jnp.min(jnp.where(y == vocab.END_OF_PATCH, j, y.shape[1]), axis=-1)
-
-
-def diffusion_constrain(logits, z):
-  """logits [rows, L, DEC_VOCAB], z [rows, L] (MASK where hidden) -> log-probs
-  [rows, L, DEC_VOCAB] of each position's clean symbol (float32), restricted
-  by what z shows, so the denoiser stays a function of z alone (time-free):
-    never MASK; no end at position 0 (len >= 1);
-    only the end after a visible end (ends run to the last position);
-    no end before a visible byte.
-  A draw that reveals one position at a time thus always yields the form of
-  `diffusion_targets`. (Positions revealed together may disagree, e.g. an end
-  before a byte; the first end wins, `diffusion_lengths`.)"""
-  L = z.shape[1]
-  j = jnp.arange(L)[None, :]
-  is_end = z == vocab.END_OF_PATCH
-  is_byte = (z != vocab.MASK) & ~is_end
-  first_end = jnp.min(jnp.where(is_end, j, L), axis=-1, keepdims=True)  # [rows, 1]
-  last_byte = jnp.max(jnp.where(is_byte, j, -1), axis=-1, keepdims=True)
-  end_sym = jnp.arange(DEC_VOCAB) == vocab.END_OF_PATCH  # [V]
-  end_ok = ((j > 0) & (j > last_byte))[..., None]  # [rows, L, 1]
-  allowed = (jnp.arange(DEC_VOCAB) != vocab.MASK) & (end_ok | ~end_sym)
-  allowed = jnp.where((j > first_end)[..., None], end_sym, allowed)  # forced end wins
-  return jax.nn.log_softmax(jnp.where(allowed, logits.astype(jnp.float32), -1e30), axis=-1)
-
-
-class DiffusionDecoder(nn.Module):
-  """(cond [rows, cond_dim], z [rows, L]) -> log-probs [rows, L, DEC_VOCAB]:
-  a bidirectional transformer over the patch's L positions (RoPE over the
-  position), the latent added to every position, no time input; the output
-  constrained by `diffusion_constrain`. One call is one intra-patch pass."""
-  dim: int
-  num_layers: int
-  num_heads: int
-  mlp_dim: int
-  max_patch_len: int
-  dtype: jnp.dtype = jnp.float32
-
-  def setup(self):
-    self.embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype, name='embed')
-    self.cond = _cond_dense(self.dim, 'cond')
-    self.transformer = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
-                                          mlp_dim=self.mlp_dim, dtype=self.dtype)
-    self.readout = layers.readout(DEC_VOCAB)
-
-  def __call__(self, cond, z):
-    x = self.embed(z) + self.cond(cond).astype(self.dtype)[:, None, :]
-    segments = jnp.ones(z.shape, jnp.int32)
-    positions = jnp.broadcast_to(jnp.arange(z.shape[1], dtype=jnp.int32), z.shape)
-    mask = layers.attention_mask(segments, segments, causal=False)
-    return diffusion_constrain(self.readout(self.transformer(x, mask, positions)), z)
-
-
-def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, schedule: Schedule,
-                          t_min: float = 0.0):
-  """The intra-patch NELBO, an upper bound on −log p_D(patch | h), per row.
-
-  With y = diffusion_targets(patch) [rows, L] and the masking process of
-  byte MDLM over y's positions (each hidden with probability 1 − α(s)):
-
-    −log p_D(y | h) ≤ E_{s ~ U(t_min, 1]}[ w(s) Σ_{j: z_s,j = MASK} −log p_D(y_j | z_s, h) ]
-
-  (MDLM's continuous-time NELBO, `byte_mdlm.nelbo`: one s per row,
-  antithetic over the rows, one masking draw; t_min = 0 is the whole bound,
-  training cuts s < t_min as byte MDLM does). p_D is the distribution of the
-  decoder's reverse process in the limit of many steps, i.e. revealing one
-  position at a time in a uniformly random order (`decoding`, α → ∞).
-
-  decoder_fn(z [rows, L]) -> log-probs [rows, L, DEC_VOCAB]. Returns (bound
-  [rows] nats, hits [rows, L]: argmax right at a hidden position, valid
-  [rows, L]: the hidden positions)."""
-  y = diffusion_targets(patch_tokens, lengths)
-  bound, log_probs, masked = byte_mdlm.nelbo(decoder_fn, y, key, schedule, t_min=t_min,
-                                             with_predictions=True)
-  hits = (jnp.argmax(log_probs, -1) == y) & masked
-  return bound, hits, masked

@@ -26,11 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.latent.local_decoder import (ARDecoder, DiffusionDecoder, ParallelDecoder,
-                                          ar_inputs, ar_patch_log_prob, diffusion_patch_nelbo,
-                                          parallel_patch_log_prob)
+from bltdiff.latent.diffusion_decoder import DiffusionDecoder, diffusion_patch_nelbo
+from bltdiff.latent.local_decoder import (ARDecoder, ParallelDecoder, ar_inputs,
+                                          ar_patch_log_prob, parallel_patch_log_prob)
 from bltdiff.latent.local_encoder import LocalEncoder
-from bltdiff.schedules import Schedule
 
 DECODER_MODES = ('ar', 'parallel', 'diffusion')
 COUNT_LOGIT_SCALE = 32.0  # learning-rate multiplier of p(S)'s logits (see setup)
@@ -59,6 +58,8 @@ class LatentDenoiser(nn.Module):
   dec_mlp_dim: int
   decoder_mode: str
   dtype: str
+  dec_order_bias: float = 0.0  # the `diffusion` decoder's reveal order (intra_patch)
+  dec_nelbo_draws: int = 1  # its NELBO's draws per patch, averaged (patch_log_prob)
 
   @classmethod
   def from_config(cls, model_config, num_slots: int, max_patch_len: int) -> 'LatentDenoiser':
@@ -67,6 +68,8 @@ class LatentDenoiser(nn.Module):
               'dec_layers', 'dec_heads', 'dec_mlp_dim', 'decoder_mode', 'dtype')
     return cls(num_slots=num_slots, max_patch_len=max_patch_len,
                ngram_sizes=tuple(model_config.ngram_sizes),
+               dec_order_bias=float(model_config.get('dec_order_bias', 0.0)),  # older configs: 0
+               dec_nelbo_draws=int(model_config.get('dec_nelbo_draws', 1)),
                **{f: model_config[f] for f in fields})
 
   def setup(self):
@@ -135,20 +138,22 @@ class LatentDenoiser(nn.Module):
       return self.decoder(cond_r, ar_inputs(tok_r)), tok_r, len_r
     return self.decoder(cond_r, tok_r, len_r), tok_r, len_r
 
-  def patch_log_prob(self, cond, patch_tokens, lengths, key=None, schedule=None,
-                     t_min: float = 0.0):
+  def patch_log_prob(self, cond, patch_tokens, lengths, key=None):
     """D teacher-forced: cond [b, P, D_dec] -> log p(patch) [b, P], and the
     per-symbol argmax hits and valid mask [b, P, L+1] (`diffusion`: minus the
-    intra-patch NELBO, one draw of s and of the masking from `key` under
-    `schedule` (a `Schedule`), and hits / valid [b, P, L] at the hidden
-    positions; see `local_decoder.diffusion_patch_nelbo`)."""
+    intra-patch NELBO, the mean of dec_nelbo_draws draws of the reveal order
+    and of the number revealed from `key` (the same bound, less variance, at
+    that many decoder rows per patch), and hits / valid [b, P, L] at the
+    first draw's hidden positions; see `diffusion_decoder.diffusion_patch_nelbo`)."""
     b, p, _ = patch_tokens.shape
     if self.decoder_mode == 'diffusion':
-      rows = lambda x: x.reshape((b * p,) + x.shape[2:])
+      k = self.dec_nelbo_draws  # draw d of patch r is row d·b·P + r: the counts interleave
+      rows = lambda x: jnp.tile(x.reshape((b * p,) + x.shape[2:]), (k,) + (1,) * (x.ndim - 2))
       cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
       bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r, len_r,
-                                                 key, schedule, t_min)
-      lp = -bound
+                                                 key, self.dec_order_bias)
+      lp = -jnp.mean(bound.reshape(k, b * p), axis=0)
+      hits, valid = hits[:b * p], valid[:b * p]
     else:
       out, tok_r, len_r = self._teacher_forced(cond, patch_tokens, lengths)
       score = ar_patch_log_prob if self.decoder_mode == 'ar' else parallel_patch_log_prob
@@ -192,6 +197,6 @@ class LatentDenoiser(nn.Module):
 
   def __call__(self, patch_tokens, lengths, slot_mask):
     cond = self.denoise(patch_tokens, slot_mask, slot_mask)
-    # init only: any key and schedule trace the same parameters
-    return (self.patch_log_prob(cond, patch_tokens, lengths, jax.random.PRNGKey(0),
-                                Schedule('linear')), self.count_log_probs())
+    # init only: any key traces the same parameters
+    return (self.patch_log_prob(cond, patch_tokens, lengths, jax.random.PRNGKey(0)),
+            self.count_log_probs())

@@ -43,7 +43,8 @@ STATE_FIELDS = ('model', 'data.seq_len', 'patching.max_patch_len', 'patching.num
                 'train.ema_rate', 'train.grad_accum_steps')
 SHAPE_FREE_MODEL_FIELDS = ('model.dropout', 'model.dtype', 'model.schedule', 'model.schedule_eps',
                            'model.attention_window', 'model.slot_weighting', 'model.masking',
-                           'model.visible_weight')
+                           'model.visible_weight', 'model.dec_order_bias',
+                           'model.dec_nelbo_draws')
 
 # (section, field, value for runs saved before it): each value is the old behaviour.
 FIELDS_ADDED_LATER = (('train', 'ema_rate', 0.0),)
