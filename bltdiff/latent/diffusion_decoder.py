@@ -120,7 +120,7 @@ def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, order_bias: fl
 
   the continuous-time NELBO of masked diffusion (for β = 0 MDLM's; in general
   its per-position schedule). Estimate: draw σ, then the number revealed
-  c ~ U{0..L−1} (stratified over the rows, like antithetic t), S = σ's first
+  c ~ U{0..L−1} (stratified over the rows in a random order), S = σ's first
   c; with S̄ the hidden rest and q(j | S) = k_j / Σ_{i ∈ S̄} k_i,
 
     B̂ = L · Σ_{j ∈ S̄} q(j | S) · −log p_D(y_j | y_S, h)
@@ -138,8 +138,12 @@ def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, order_bias: fl
   rows, L = y.shape
   order_key, count_key = jax.random.split(key)
   rank = intra_patch.reveal_ranks(jax.random.uniform(order_key, (rows, L)), order_bias)
+  # Stratified over the rows in a random order: neighbouring rows (the slots of
+  # one sequence, or one patch's draws) would otherwise share nearly one count.
+  count_key, perm_key = jax.random.split(count_key)
   offset = jax.random.uniform(count_key, ())
-  revealed = jnp.floor(jnp.mod(offset + jnp.arange(rows) / rows, 1.0) * L).astype(jnp.int32)
+  spread = jax.random.permutation(perm_key, rows) / rows
+  revealed = jnp.floor(jnp.mod(offset + spread, 1.0) * L).astype(jnp.int32)
   hidden = rank >= revealed[:, None]  # [rows, L], at least one
   log_probs = decoder_fn(jnp.where(hidden, vocab.MASK, y))
   nll = -jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]

@@ -147,7 +147,7 @@ class LatentDenoiser(nn.Module):
     first draw's hidden positions; see `diffusion_decoder.diffusion_patch_nelbo`)."""
     b, p, _ = patch_tokens.shape
     if self.decoder_mode == 'diffusion':
-      k = self.dec_nelbo_draws  # draw d of patch r is row d·b·P + r: the counts interleave
+      k = self.dec_nelbo_draws  # draw d of patch r is row d·b·P + r
       rows = lambda x: jnp.tile(x.reshape((b * p,) + x.shape[2:]), (k,) + (1,) * (x.ndim - 2))
       cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
       bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r, len_r,
