@@ -56,6 +56,13 @@ base config of the systems it names:
   visible_recon_decoder_x2
                          visible_recon with decoder_x2's local decoder: the
                          recipe configs/latent_gutenberg.py and owt.py combine
+  order_0, order_1, order_2, order_4
+                         the `diffusion` decoder's reveal order (model.dec_order_bias;
+                         base: likelihood.DIFFUSION_ORDER_BIAS = 8, nearly left to
+                         right; 0: uniform, plain masked diffusion)
+  order_8_draws_2, order_8_draws_4
+                         the base order with its NELBO drawn 2 / 4 times per patch
+                         (model.dec_nelbo_draws): less variance, fewer steps
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -171,12 +178,11 @@ VARIANTS = {
     'order_1': (('bltdiff_diffusion',), _order_bias(1.0)),
     'order_2': (('bltdiff_diffusion',), _order_bias(2.0)),
     'order_4': (('bltdiff_diffusion',), _order_bias(4.0)),
-    'order_8': (('bltdiff_diffusion',), _order_bias(8.0)),
     # ... and its NELBO drawn k times per patch (k x the decoder's rows: fewer steps).
-    'order_4_draws_2': (('bltdiff_diffusion',),
-                        _combined(_order_bias(4.0), lambda c: c.model.update(dec_nelbo_draws=2))),
     'order_8_draws_2': (('bltdiff_diffusion',),
                         _combined(_order_bias(8.0), lambda c: c.model.update(dec_nelbo_draws=2))),
+    'order_8_draws_4': (('bltdiff_diffusion',),
+                        _combined(_order_bias(8.0), lambda c: c.model.update(dec_nelbo_draws=4))),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
