@@ -43,9 +43,11 @@ def test_grad_accumulation_matches_one_big_step(make_config):
   moved = 0
   for a, b, p0 in zip(jax.tree.leaves(state.params), jax.tree.leaves(one.params),
                       jax.tree.leaves(init)):
-    # Adam's first update is ~lr * g/|g|: where a gradient is ~0, summation
-    # order alone moves it by a fraction of lr, so allow 1% of lr (1e-4).
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+    # Adam's first update is ~lr * g/(|g| + eps): where a gradient is ~0,
+    # summation order alone moves it by a fraction of lr (1.07% seen on a
+    # loaded 2-core CI machine), so allow 10% of lr here; the next line holds
+    # all but 1% of the parameters to 1e-6.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-3)
     assert np.mean(np.abs(np.asarray(a) - np.asarray(b)) < 1e-6) > 0.99
     moved += int(np.any(np.asarray(b) != p0))
   assert moved == len(jax.tree.leaves(init))  # the comparison is not vacuous
