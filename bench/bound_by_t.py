@@ -194,6 +194,12 @@ def main(argv):
   args = flags.FLAGS
   workdir = Path(args.workdir)
   times = [f'{float(t):g}' for t in args.times]
+  out_path = Path(args.out)
+  old = json.loads(out_path.read_text()) if out_path.exists() else {}
+  # Checked before any work: other times or draws would drop the runs already there.
+  if old.get('runs') and (old.get('times'), old.get('draws')) != (times, args.draws):
+    raise SystemExit(f"{out_path}: its runs were evaluated with --draws={old.get('draws')} "
+                     f"--times={','.join(old.get('times') or [])}; use those or another --out")
   runs = []
   for spec in args.runs:  # --runs= (empty) only rewrites the notes from the JSON
     system, variant, budget = spec.split(':')
@@ -207,10 +213,8 @@ def main(argv):
                      bound=result['bound'], train_flops=result['train_flops']))
     print(f"{spec}: " + ', '.join(f'f({t})={v:.3f}' for t, v in result['f'].items())
           + f"; midpoint integral {runs[-1]['integral']:.3f}, bound {result['bound']}", flush=True)
-  out_path = Path(args.out)
   commands = []
-  if out_path.exists():  # runs evaluated before, at the same times and draws, are kept
-    old = json.loads(out_path.read_text())
+  if old:  # runs evaluated before, at the same times and draws, are kept
     if old.get('times') == times and old.get('draws') == args.draws:
       commands = old.get('commands', [])
       done = {(r['system'], r['variant'], r['budget']) for r in runs}
@@ -236,7 +240,8 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_list('runs', list(DEFAULT_RUNS), 'system:variant:budget of bench/scaling.py runs.')
   flags.DEFINE_list('times', list(DEFAULT_TIMES), 'Masking times t (midpoints of equal bins).')
-  flags.DEFINE_integer('draws', 2, 'Mask draws per validation batch at each t.')
+  flags.DEFINE_integer('draws', 1, 'Mask draws per validation batch at each t (the JSON\'s runs were '
+                       'evaluated with 1; another value needs another --out).')
   flags.DEFINE_string('workdir', str(REPO / 'runs' / 'bench_likelihood'),
                       'Run directory of bench/scaling.py.')
   flags.DEFINE_string('out', str(RESULTS / 'bound_by_t.json'), 'Results JSON.')

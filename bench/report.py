@@ -371,9 +371,12 @@ SECTIONS = [
     ('The diffusion local decoder: reveal order and intra-patch steps',
      'sampling_diffusion_decoder.json',
      'cp bench/results/sampling.json bench/results/sampling_diffusion_decoder.json && '
-     'python bench/sampling.py --bltdiff_variant=order_4 --samplers=cached '
+     'python bench/sampling.py --samplers=cached '
      '--systems=bltdiff_ar,bltdiff_parallel,bltdiff_diffusion '
-     '--out=bench/results/sampling_diffusion_decoder.json', section_diffusion_decoder,
+     '--out=bench/results/sampling_diffusion_decoder.json && '
+     'python bench/sampling.py --bltdiff_variant=order_2 --samplers=cached '
+     '--systems=bltdiff_diffusion --out=bench/results/sampling_diffusion_decoder.json',
+     section_diffusion_decoder,
      'sampling_diffusion_decoder_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
      section_tasks, 'tasks.png'),

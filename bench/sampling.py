@@ -452,6 +452,9 @@ def notes(out) -> str:
                  '(wall times of runs apart compare less well)'
                  + (f", from bench/scaling.py's {variant} run (validation bpb "
                     f"{variant_model(out, variant)['bpb']:.3f})." if variant != 'base' else '.'))
+  for drop in out.get('dropped', ()):
+    parts.append(f"The {', '.join(drop['systems'])} rows were removed on {drop['date']}: that "
+                 "model's code has changed since (bench/sampling.py --drop_systems).")
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
@@ -510,8 +513,18 @@ def intra_patch_notes(out) -> list[str]:
   elif ar_passes:
     parts.append("No diffusion row reaches the ar decoder's quality (no interval overlaps its "
                  "best row's).")
+  passes = [r['decoder_passes_per_byte'] for r in parallel if r.get('decoder_passes_per_byte')]
+  few = [r for r in diffusion if passes and r['decoder_passes_per_byte'] <= 1.1 * max(passes)]
+  if few:
+    fewest = min(few, key=lambda r: r['gen_bpb'])
+    parts.append(f"At the parallel decoder's {max(passes):.2f} passes per byte or fewer, the "
+                 f"diffusion decoder's best row ({fewest['option']}) is at gen-bpb "
+                 f"{fewest['gen_bpb']:.3f} {ci(fewest)}.")
   plan = out.get('intra_patch_plan')
   if plan:
+    # The plan is the last run's that measured diffusion rows (a variant's, if so).
+    runs = [r for r in out.get('partial_runs', ()) if 'bltdiff_diffusion' in r.get('systems', ())]
+    source = runs[-1].get('bltdiff_variant', 'base') if runs else 'base'
     h, lengths = np.asarray(plan['entropy']), np.asarray(plan['lengths'])
     corr = float(np.corrcoef(h, lengths)[0, 1]) if h.std() > 0 and lengths.std() > 0 else 0.0
     spread = []
@@ -519,7 +532,8 @@ def intra_patch_notes(out) -> list[str]:
       counts = np.bincount(np.asarray(v))
       spread.append(f"alpha={a}: mean {np.mean(v):.2f}, {100 * counts.max() / len(v):.0f}% at "
                     f"{int(np.argmax(counts))}")
-    parts.append(f"Its estimate Ĥ(p) spans {h.min():.2f}-{h.max():.2f} nats over {len(h)} "
+    parts.append(f"The estimate Ĥ(p) of the {source} run's diffusion decoder spans "
+                 f"{h.min():.2f}-{h.max():.2f} nats over {len(h)} "
                  f"validation patches (std {h.std():.3f}; correlation with the patch's length "
                  f"{corr:+.2f}); planned steps T_steps(p) per alpha: " + '; '.join(spread) + '.')
   return parts
@@ -652,6 +666,9 @@ def define_flags():
                     'Sample the bltdiff system this recipe variant of bench/scaling.py changes '
                     'from its run at this scale (trained if missing); only with that system in '
                     '--systems and an --out other than bench/results/sampling.json (module doc).')
+  flags.DEFINE_list('drop_systems', None, 'Measure nothing: remove the rows of these grid '
+                    'systems from --out (rows of a model whose code has since changed), record '
+                    'it, and recompute the rest as --from_json does.')
   flags.DEFINE_list('systems', None, 'Measure only the rows of these grid systems (e.g. '
                     f'bltdiff_diffusion,{DISTILLED}), as --samplers does (both: rows of both).')
 
@@ -721,6 +738,16 @@ def main(argv):
   args = flags.FLAGS
   if args.from_json:
     summarize(json.loads(Path(args.out).read_text()), Path(args.out))
+    return
+  if args.drop_systems:
+    out = json.loads(Path(args.out).read_text())
+    names = {row_system(s) for s in args.drop_systems}
+    out['rows'] = [r for r in out['rows'] if (r['system'], r.get('decoder_mode')) not in names]
+    if 'bltdiff_diffusion' in args.drop_systems:
+      out.pop('intra_patch_plan', None)
+    out.setdefault('dropped', []).append(dict(systems=list(args.drop_systems),
+                                              date=time.strftime('%Y-%m-%d')))
+    summarize(out, Path(args.out))
     return
   settings = dict(SETTINGS[args.config])
   if args.scale is not None:

@@ -390,9 +390,9 @@ def main(argv):
           for r in previous.get('rows', [])}
   rows.update(new_rows)
   rows = sorted(rows.values(), key=lambda r: (name_of(r), r['budget']))
-  for r in rows:  # read back from every run directory, old rows too
+  for r in rows:  # read back from every run directory, old rows too (kept if it is gone)
     directory = run_dir(workdir, name_of(r).split(' ')[0], r['variant'], r['budget'])
-    r['train_bpb'] = (logged(directory, 'train_bpb') or [None])[-1]
+    r['train_bpb'] = (logged(directory, 'train_bpb') or [r.get('train_bpb')])[-1]
     r.pop('train_seconds', None)  # older rows: that invocation's time, 0 for a reused run
   groups = {}
   for r in rows:
