@@ -162,7 +162,7 @@ def train_systems(settings, workdir: str, bltdiff_variant: str = 'base', only=No
                       scaling.base_budget_flops())
     runs[system] = str(scaling.run_dir(Path(workdir), system, bltdiff_variant, settings['scale']))
     kept = [r for r in rows if (r['system'], r['decoder_mode']) != row_system(system)]
-    rows = kept + [dict(row, mean_patch_bytes=row['mean_patch_bytes'])]
+    rows = kept + [row]
   config, params = evaluator_config(budget, settings['evaluator_flops_factor'])
   with config.unlocked():
     config.data.prepared_dir = shared['prepared_dir']
