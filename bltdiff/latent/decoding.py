@@ -275,9 +275,9 @@ class PatchDecoder:
       drawn = categorical.gumbel_argmax(jax.random.fold_in(step_key, step),
                                         categorical.top_p_filter(log_probs, top_p), rows,
                                         num_rows)
-      new = ((z == vocab.MASK) & (rank < reveal_quota(step, steps, L)[:, None])
-             & active(step, z)[:, None])  # finished rows frozen
-      return jnp.where(new, drawn, z), active(step, z).astype(jnp.int32)
+      running = active(step, z)  # finished rows frozen
+      new = (z == vocab.MASK) & (rank < reveal_quota(step, steps, L)[:, None]) & running[:, None]
+      return jnp.where(new, drawn, z), running.astype(jnp.int32)
 
     def body(carry):
       step, z, taken = carry
