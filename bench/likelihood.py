@@ -27,9 +27,9 @@ Protocol
   exact. The latent bound includes the p(S) and overflow terms; with the
   `diffusion` decoder each masked patch's −log p(patch | h) is itself its
   intra-patch NELBO (a bound of a bound, bltdiff/latent/diffusion.py), one
-  draw of the reveal order and of the number revealed per slot alongside
-  each draw of t; its reveal order is DIFFUSION_ORDER_BIAS (bench/scaling.py's
-  order_* variants measure others).
+  draw of the reveal order per slot alongside each draw of t; its recipe is
+  DIFFUSION_RECIPE (bench/scaling.py's one_stream and order_* variants
+  measure others).
 Every system is trained by the project's trainer (bltdiff.commands.train).
 """
 
@@ -61,9 +61,13 @@ SEQ_LEN = 256
 BATCH = 16
 BASE_STEPS = 400  # latent MDLM (ar) steps at scale 1
 LATENT_DECODERS = ('ar', 'parallel', 'diffusion')
-# The `diffusion` decoder's reveal order: nearly left to right, its tightest bound
-# measured (bench/scaling.py's order_* variants: uniform, 2, 4, 8).
-DIFFUSION_ORDER_BIAS = 8.0  # bltdiff rows; 'ar' first: it sets the budget
+# The `diffusion` decoder's recipe: a reveal order nearly left to right (its
+# tightest bound measured: bench/scaling.py's order_* variants, uniform to 8),
+# trained with two streams (every position of an order per pass; one_stream is
+# the variant without), Ĥ(p) from its head.
+DIFFUSION_ORDER_BIAS = 8.0
+DIFFUSION_RECIPE = dict(dec_order_bias=DIFFUSION_ORDER_BIAS, dec_two_stream=True,
+                        dec_entropy_head=True)  # bltdiff rows; 'ar' first: it sets the budget
 
 
 def common_sections(seed=0):
@@ -90,10 +94,10 @@ def entropy_model_config():
 def latent_config(decoder_mode):
   sections = common_sections()
   sections['data'].use_entropies = True  # the chain's shards carry them; example batches too
-  order = dict(dec_order_bias=DIFFUSION_ORDER_BIAS) if decoder_mode == 'diffusion' else {}
+  recipe = DIFFUSION_RECIPE if decoder_mode == 'diffusion' else {}
   return common.run(
       model=common.latent_model(dim=192, num_layers=4, num_heads=6, mlp_dim=576,
-                                decoder_mode=decoder_mode, **order),
+                                decoder_mode=decoder_mode, **recipe),
       patching=common.patching_config(num_slots=80), entropy_model=entropy_model_config(),
       **sections)
 

@@ -374,8 +374,9 @@ SECTIONS = [
      'python bench/sampling.py --samplers=cached '
      '--systems=bltdiff_ar,bltdiff_parallel,bltdiff_diffusion '
      '--out=bench/results/sampling_diffusion_decoder.json && '
-     'python bench/sampling.py --bltdiff_variant=order_2 --samplers=cached '
-     '--systems=bltdiff_diffusion --out=bench/results/sampling_diffusion_decoder.json',
+     'for v in one_stream order_2 two_stream_order_2; do python bench/sampling.py '
+     '--bltdiff_variant=$v --samplers=cached --systems=bltdiff_diffusion '
+     '--out=bench/results/sampling_diffusion_decoder.json; done',
      section_diffusion_decoder,
      'sampling_diffusion_decoder_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',

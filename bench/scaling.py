@@ -56,13 +56,18 @@ base config of the systems it names:
   visible_recon_decoder_x2
                          visible_recon with decoder_x2's local decoder: the
                          recipe configs/latent_gutenberg.py and owt.py combine
-  order_0, order_1, order_2, order_4
-                         the `diffusion` decoder's reveal order (model.dec_order_bias;
-                         base: likelihood.DIFFUSION_ORDER_BIAS = 8, nearly left to
-                         right; 0: uniform, plain masked diffusion)
+  one_stream, order_0, order_1, order_2, order_4
+                         the `diffusion` decoder trained with one stream
+                         (model.dec_two_stream = False: one random order and
+                         count per pass; Ĥ(p) from its first pass) at reveal
+                         order β = 8, 0 (uniform, plain masked diffusion), 1,
+                         2, 4 (model.dec_order_bias); base: two streams at
+                         β = 8, likelihood.DIFFUSION_RECIPE
   order_8_draws_2, order_8_draws_4
-                         the base order with its NELBO drawn 2 / 4 times per patch
+                         one_stream with its NELBO drawn 2 / 4 times per patch
                          (model.dec_nelbo_draws): less variance, fewer steps
+  two_stream_order_2, two_stream_order_0
+                         the base (two streams) at β = 2 and 0
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -136,8 +141,13 @@ def _seed_1(c):
   c.update(seed=1)
 
 
-def _order_bias(beta):
-  return lambda c: c.model.update(dec_order_bias=beta)
+def _one_stream(beta):
+  return lambda c: c.model.update(dec_order_bias=beta, dec_two_stream=False,
+                                  dec_entropy_head=False)
+
+
+def _two_stream(beta):
+  return lambda c: c.model.update(dec_order_bias=beta, dec_two_stream=True, dec_entropy_head=True)
 
 
 def _combined(*changes):
@@ -163,7 +173,7 @@ VARIANTS = {
     'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
-    'seed_1': (('bltdiff_ar', 'byte_mdlm'), _seed_1),
+    'seed_1': (('bltdiff_ar', 'byte_mdlm', 'bltdiff_diffusion'), _seed_1),
     'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _combined(_decoder_x2, _seed_1)),
@@ -171,18 +181,23 @@ VARIANTS = {
     'visible_recon': (('bltdiff_ar',), _visible_recon),
     'visible_recon_seed_1': (('bltdiff_ar',), _combined(_visible_recon, _seed_1)),
     'visible_recon_decoder_x2': (('bltdiff_ar',), _combined(_visible_recon, _decoder_x2)),
-    # The `diffusion` decoder's reveal order (bltdiff/latent/intra_patch.py): earlier
-    # positions first with log-odds β per position apart (base: likelihood.py's
-    # DIFFUSION_ORDER_BIAS); 0 is the uniform order of plain masked diffusion.
-    'order_0': (('bltdiff_diffusion',), _order_bias(0.0)),
-    'order_1': (('bltdiff_diffusion',), _order_bias(1.0)),
-    'order_2': (('bltdiff_diffusion',), _order_bias(2.0)),
-    'order_4': (('bltdiff_diffusion',), _order_bias(4.0)),
-    # ... and its NELBO drawn k times per patch (k x the decoder's rows: fewer steps).
+    # The `diffusion` decoder (base: likelihood.py's DIFFUSION_RECIPE, two streams at
+    # β = 8) trained with one stream, at its reveal orders (bltdiff/latent/intra_patch.py:
+    # earlier positions first with log-odds β per position apart; 0 the uniform
+    # order of plain masked diffusion) ...
+    'one_stream': (('bltdiff_diffusion',), _one_stream(8.0)),
+    'order_0': (('bltdiff_diffusion',), _one_stream(0.0)),
+    'order_1': (('bltdiff_diffusion',), _one_stream(1.0)),
+    'order_2': (('bltdiff_diffusion',), _one_stream(2.0)),
+    'order_4': (('bltdiff_diffusion',), _one_stream(4.0)),
+    # ... and its NELBO drawn k times per patch (k x the decoder's rows: fewer steps);
     'order_8_draws_2': (('bltdiff_diffusion',),
-                        _combined(_order_bias(8.0), lambda c: c.model.update(dec_nelbo_draws=2))),
+                        _combined(_one_stream(8.0), lambda c: c.model.update(dec_nelbo_draws=2))),
     'order_8_draws_4': (('bltdiff_diffusion',),
-                        _combined(_order_bias(8.0), lambda c: c.model.update(dec_nelbo_draws=4))),
+                        _combined(_one_stream(8.0), lambda c: c.model.update(dec_nelbo_draws=4))),
+    # two streams at other orders.
+    'two_stream_order_2': (('bltdiff_diffusion',), _two_stream(2.0)),
+    'two_stream_order_0': (('bltdiff_diffusion',), _two_stream(0.0)),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)

@@ -115,6 +115,12 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # large: left to right, the `ar` chain rule; bltdiff/latent/intra_patch.py)
       dec_order_bias=0.0,
       dec_nelbo_draws=1,  # `diffusion` only: draws of its NELBO per patch in the loss, averaged
+      # `diffusion` only: train with two-stream attention, every position of one
+      # reveal order per pass (bltdiff/latent/diffusion_decoder.py)
+      dec_two_stream=False,
+      # `diffusion` only: Ĥ(p) of the step rule from a head trained on the patch's NELBO
+      # (True) or the first pass's summed entropy (False)
+      dec_entropy_head=False,
       # Training only (bltdiff/latent/train_objective.py; eval is the bound as always):
       # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
       # 'independent' draws t then the masked slots, 'count' draws their number.

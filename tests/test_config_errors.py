@@ -35,6 +35,19 @@ def test_bad_value_names_the_field(make_config, overrides, field):
   assert message.startswith(field + ':') and '\n' not in message
 
 
+@pytest.mark.parametrize('overrides, field', [
+    ({'model.dec_order_bias': 2.0}, 'model.dec_order_bias'),  # on the ar decoder
+    ({'model.dec_nelbo_draws': 2}, 'model.dec_nelbo_draws'),
+    ({'model.dec_two_stream': True}, 'model.dec_two_stream'),
+    ({'model.dec_entropy_head': True}, 'model.dec_entropy_head'),
+    ({'model.decoder_mode': 'diffusion', 'model.dec_nelbo_draws': 0}, 'model.dec_nelbo_draws'),
+])
+def test_bad_decoder_option_names_the_field(make_latent_config, overrides, field):
+  with pytest.raises(ConfigError) as err:
+    config_checks.validate(make_latent_config(**overrides))
+  assert str(err.value).startswith(field + ':') and '\n' not in str(err.value)
+
+
 def test_pairs_dataset_needs_a_trained_entropy_model(make_latent_config):
   config = make_latent_config(**{'data.format': 'pairs', 'data.source': 'xsum',
                                  'patching.mode': 'entropy', 'data.use_entropies': True})

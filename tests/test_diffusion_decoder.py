@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -31,15 +32,18 @@ L = 3  # positions per patch in the enumeration tests: 3! orders, 2^3 maskings
 SCHEDULE = Schedule('loglinear')  # the default: α = 1 − t, w = 1/t
 
 
-@functools.lru_cache(maxsize=4)
-def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1):
+@functools.lru_cache(maxsize=8)
+def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1, two_stream=False,
+                     entropy_head=False):
   """A tiny latent MDLM with the `diffusion` decoder, its readout replaced by
   one that puts its mass on 'a', 'b' and the end (logits of about ±12, the
   other symbols 0): predictions that depend strongly on what is visible, and
   patches of several lengths."""
   model = LatentMDLM(common.latent_model(**dict(TINY_LATENT_MODEL, decoder_mode='diffusion',
                                                 dec_order_bias=order_bias,
-                                                dec_nelbo_draws=nelbo_draws)),
+                                                dec_nelbo_draws=nelbo_draws,
+                                                dec_two_stream=two_stream,
+                                                dec_entropy_head=entropy_head)),
                      common.patching_config(mode='space', max_patch_len=max_patch_len,
                                             num_slots=12))
   params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0),
@@ -51,11 +55,12 @@ def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1):
   return model, params
 
 
-@functools.lru_cache(maxsize=4)
-def denoiser(max_patch_len=L, order_bias=0.0):
-  """One intra-patch pass, jitted: (cond [rows, D], z [rows, L]) -> log-probs."""
-  model, params = model_and_params(max_patch_len, order_bias)
-  return jax.jit(lambda c, z: model.decoder.denoise_patch(params, c, z))
+@functools.lru_cache(maxsize=8)
+def denoiser(max_patch_len=L, order_bias=0.0, two_stream=False):
+  """One intra-patch pass, jitted: (cond [rows, D], z [rows, L], rank [rows, L]
+  of the visible positions, or None) -> log-probs."""
+  model, params = model_and_params(max_patch_len, order_bias, two_stream=two_stream)
+  return jax.jit(lambda c, z, rank=None: model.decoder.denoise_patch(params, c, z, rank))
 
 
 def conditions(rows, dim, seed=0):
@@ -106,6 +111,18 @@ def exact_order_nelbo(cond_nll, n, order_bias):
   return sum(order_probability(order, order_bias)
              * sum(cond_nll(set(order[k:]))[j] for k, j in enumerate(order))
              for order in itertools.permutations(range(n)))
+
+
+def training_estimate(model, params, cond, patch, length, seeds, rows=2048):
+  """The training path's Monte Carlo estimate of one patch's bound
+  (LatentMDLM.patch_log_prob) over `rows` copies of it as the slots of one
+  sequence (its draws stratified over them) and `seeds` keys: (mean, stderr)."""
+  cond_rows = jnp.broadcast_to(cond[None], (1, rows, cond.shape[-1]))
+  tokens = jnp.asarray(np.tile(patch, (1, rows, 1)))
+  lengths = jnp.full((1, rows), length, jnp.int32)
+  bound_of = jax.jit(lambda k: -model.patch_log_prob(params, cond_rows, tokens, lengths, k)[0][0])
+  draws = np.concatenate([np.asarray(bound_of(jax.random.PRNGKey(s))) for s in range(seeds)])
+  return draws.mean(), draws.std() / math.sqrt(len(draws))
 
 
 @pytest.mark.parametrize('order_bias', [0.0, 2.0])
@@ -170,15 +187,9 @@ def test_decoder_bound_stays_above_the_exact_patch_nll(order_bias, nelbo_draws):
     assert bound == pytest.approx(exact_nelbo(cond_nll, L), rel=1e-9)
   assert bound > nll + 1e-3, (bound, nll)  # strictly above: the conditionals disagree
 
-  rows = 2048  # copies of the patch as slots of one row; draws stratified over them
-  cond_rows = jnp.broadcast_to(cond[None], (1, rows, cond.shape[-1]))
-  tokens = jnp.asarray(np.tile(patch, (1, rows, 1)))
-  lengths = jnp.full((1, rows), 2, jnp.int32)
-  bound_of = jax.jit(lambda k: -model.patch_log_prob(params, cond_rows, tokens, lengths, k)[0][0])
-  draws = np.concatenate([np.asarray(bound_of(jax.random.PRNGKey(s))) for s in range(4)])
-  stderr = draws.std() / math.sqrt(len(draws))
-  assert abs(draws.mean() - bound) < 4 * stderr, (draws.mean(), bound, stderr)
-  assert draws.mean() > nll
+  mean, stderr = training_estimate(model, params, cond, patch, 2, seeds=4)
+  assert abs(mean - bound) < 4 * stderr, (mean, bound, stderr)
+  assert mean > nll
 
 
 def test_a_strong_order_bias_gives_the_left_to_right_chain_rule():
@@ -200,6 +211,111 @@ def test_a_strong_order_bias_gives_the_left_to_right_chain_rule():
     bound = -model.patch_log_prob(params, cond_rows, tokens, lengths,
                                   jax.random.PRNGKey(seed))[0][0]
     assert float(jnp.mean(bound)) == pytest.approx(chain, rel=1e-4)
+
+
+def permutation_ranks(order):
+  """A reveal order (positions, first revealed first) -> rank [1, L] int32."""
+  rank = np.empty(len(order), np.int32)
+  rank[list(order)] = np.arange(len(order))
+  return jnp.asarray(rank)[None]
+
+
+@pytest.mark.parametrize('order_bias', [0.0, 1.5])
+def test_two_streams_score_each_order_as_its_sampler_draws(order_bias):
+  """Two streams: the training pass (`ordered`) gives, at every position j,
+  what the sampling pass gives for j once the positions ranked before it are
+  revealed in that order; so −Σ_j log of it is −log of the probability that
+  revealing in order σ writes y. Over all 3! orders weighed by their law, the
+  NELBO is above the exact −log p_D(y), and the training path's Monte Carlo
+  estimate averages to it."""
+  model, params = model_and_params(order_bias=order_bias, two_stream=True)
+  cond = conditions(1, model.net.dec_dim, seed=2)
+  patch = np.array([ord('a'), ord('b'), vocab.PAD], np.int32)
+  y = diffusion_targets(jnp.asarray(patch)[None], jnp.array([2]))
+  ordered = jax.jit(lambda c, y, r: model.net.apply(
+      {'params': params}, lambda dec: dec.ordered(c, y, r), method='decoder_apply'))
+  step = denoiser(L, order_bias, True)
+  log_q, nll = [], []
+  for order in itertools.permutations(range(L)):
+    rank = permutation_ranks(order)
+    lp = np.asarray(ordered(cond, y, rank))[0]
+    for k, j in enumerate(order):
+      z = jnp.where(rank < k, y, vocab.MASK)
+      np.testing.assert_allclose(np.asarray(step(cond, z, rank))[0, j], lp[j], atol=1e-5)
+    log_q.append(math.log(order_probability(order, order_bias)))
+    nll.append(-sum(float(lp[j, y[0, j]]) for j in range(L)))
+  exact = -np.logaddexp.reduce(np.array(log_q) - np.array(nll))
+  bound = float(np.dot(np.exp(log_q), nll))
+  assert bound > exact + 1e-3, (bound, exact)  # strictly: the orders disagree
+
+  mean, stderr = training_estimate(model, params, cond, patch, 2, seeds=2)
+  assert abs(mean - bound) < 4 * stderr + 1e-4, (mean, bound, stderr)
+
+
+def test_two_streams_hide_each_position_from_its_own_prediction():
+  """Changing y_j moves no position's prediction but those ranked after j."""
+  model, params = model_and_params(max_patch_len=4, two_stream=True)
+  cond = conditions(1, model.net.dec_dim, seed=3)
+  ordered = jax.jit(lambda y, r: model.net.apply(
+      {'params': params}, lambda dec: dec.ordered(cond, y, r), method='decoder_apply'))
+  y = jnp.array([[ord('a'), ord('b'), ord('a'), ord('b')]])
+  rank = jnp.array([[2, 0, 3, 1]])
+  base = np.asarray(ordered(y, rank))[0]
+  for j in range(4):
+    moved = np.asarray(ordered(y.at[0, j].set(ord('c')), rank))[0]
+    changed = np.abs(moved - base).max(-1) > 1e-6
+    assert changed.tolist() == (np.asarray(rank)[0] > int(rank[0, j])).tolist(), j
+
+
+
+def test_the_entropy_head_moves_no_number_and_fits_the_nelbo():
+  """With model.dec_entropy_head the bound, and its gradient for every other
+  parameter, are those of the same decoder without the head; the head's own
+  gradient fits Ĥ(p) to the patch's NELBO, and the step rule reads it."""
+  plain, plain_params = model_and_params(two_stream=True)
+  model, params = model_and_params(two_stream=True, entropy_head=True)
+  head = {k: v for k, v in params['decoder'].items() if k not in plain_params['decoder']}
+  assert head and set(params['decoder']) - set(head) == set(plain_params['decoder'])
+  params = dict(plain_params, decoder=dict(plain_params['decoder'], **head))
+  rows = 64
+  cond = conditions(rows, model.net.dec_dim, seed=4)[None]
+  tokens = jnp.asarray(np.tile(np.array([ord('a'), ord('b'), vocab.PAD], np.int32), (1, rows, 1)))
+  lengths = jnp.full((1, rows), 2, jnp.int32)
+  key = jax.random.PRNGKey(0)
+  loss = lambda m: jax.jit(jax.value_and_grad(
+      lambda p: -jnp.mean(m.patch_log_prob(p, cond, tokens, lengths, key)[0])))
+  value, grads = loss(model)(params)
+  plain_value, plain_grads = loss(plain)(plain_params)
+  assert float(value) == float(plain_value)
+  for path, g in jax.tree_util.tree_leaves_with_path(plain_grads):
+    other = grads
+    for part in path:
+      other = other[part.key]
+    np.testing.assert_allclose(other, g, rtol=1e-6, atol=1e-9, err_msg=str(path))
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(
+      {k: grads['decoder'][k] for k in head}))
+
+  # Gradient steps on the head alone bring Ĥ to the patch's mean NELBO.
+  target = float(plain_value)
+  predict = jax.jit(lambda p: model.decoder.entropy_estimate(p, cond[0]))
+  step = jax.jit(lambda p, k: jax.grad(lambda q: -jnp.mean(
+      model.patch_log_prob(q, cond, tokens, lengths, k)[0]))(p))
+  before = abs(float(jnp.mean(predict(params))) - target)
+  adam = optax.adam(0.02)
+  state = adam.init(head)
+  for i in range(150):
+    g = step(params, jax.random.PRNGKey(i))
+    updates, state = adam.update({k: g['decoder'][k] for k in head}, state)
+    head = optax.apply_updates(head, updates)
+    params = dict(params, decoder=dict(params['decoder'], **head))
+  after = abs(float(jnp.mean(predict(params))) - target)
+  assert after < 0.2 * before and after < 0.5, (before, after, target)
+  rule = intra_patch.IntraPatchRule(0.5, 1)
+  with jax.enable_x64(True):
+    drawn = jax.jit(lambda k: model.decoder.draw_revealed(
+        params, k, cond[0], jnp.ones(rows, bool), intra_patch=rule))(key)
+  planned = np.asarray(model.decoder.intra_patch_steps(predict(params), rule))
+  assert np.all(np.asarray(drawn['steps']) <= planned)
 
 
 def test_the_all_masked_pass_tells_positions_apart():
@@ -256,7 +372,7 @@ def test_t_steps_follow_the_formula():
   assert int(drawn['passes']) == steps.max() and len(set(want[want > 0])) > 1
 
 
-def reference_draws(model, params, key, cond, order, order_bias=0.0):
+def reference_draws(model, params, key, cond, order, order_bias=0.0, two_stream=False):
   """Intra-patch decoding written out plainly: pass k reveals the positions
   with rank in order[k] (the draw's documented keys: order, then per step),
   the ranks sorting −β·j + Gumbel noise, largest first."""
@@ -268,7 +384,7 @@ def reference_draws(model, params, key, cond, order, order_bias=0.0):
   z = np.full((rows, L), vocab.MASK, np.int32)
   taken = np.full(rows, len(order))  # passes until every position before the first end is known
   for k, ranks in enumerate(order):
-    lp = denoiser(L, order_bias)(cond, jnp.asarray(z))
+    lp = denoiser(L, order_bias, two_stream)(cond, jnp.asarray(z), jnp.asarray(rank, jnp.int32))
     drawn = np.asarray(categorical.gumbel_argmax(jax.random.fold_in(step_key, k), lp))
     new = np.isin(rank, ranks)
     z = np.where(new, drawn, z)
@@ -280,15 +396,18 @@ def reference_draws(model, params, key, cond, order, order_bias=0.0):
   return np.where(np.arange(L)[None] < lengths[:, None], z, vocab.PAD), lengths, taken
 
 
-@pytest.mark.parametrize('alpha, order, order_bias', [
-    (1e9, [[0], [1], [2]], 0.0), (0.0, [[0, 1, 2]], 0.0), (1e9, [[0], [1], [2]], 1.0)])
-def test_the_two_limits(alpha, order, order_bias):
+@pytest.mark.parametrize('alpha, order, order_bias, two_stream, seed', [
+    (1e9, [[0], [1], [2]], 0.0, False, 3), (0.0, [[0, 1, 2]], 0.0, False, 3),
+    (1e9, [[0], [1], [2]], 1.0, False, 3), (1e9, [[0], [1], [2]], 1.0, True, 3),
+    (0.0, [[0, 1, 2]], 0.0, True, 5)])  # seed: latents under which several lengths are drawn
+def test_the_two_limits(alpha, order, order_bias, two_stream, seed):
   """α large: one position per pass, L passes (the reverse process the NELBO
   bounds); α = 0 with T_min = 1: one pass, every position drawn from the
-  all-masked prediction. Both equal a plain re-implementation for the same key."""
-  model, params = model_and_params(order_bias=order_bias)
-  denoiser(L, order_bias)  # built here: under x64 (below) its init would draw other weights
-  cond = conditions(8, model.net.dec_dim, seed=3)
+  all-masked prediction. Both equal a plain re-implementation for the same key
+  (two streams: each pass told the order its visible positions came in)."""
+  model, params = model_and_params(order_bias=order_bias, two_stream=two_stream)
+  denoiser(L, order_bias, two_stream)  # built here: under x64 its init would draw other weights
+  cond = conditions(8, model.net.dec_dim, seed=seed)
   key = jax.random.PRNGKey(4)
   rule = intra_patch.IntraPatchRule(alpha, 1)
   with jax.enable_x64(True):
@@ -296,7 +415,8 @@ def test_the_two_limits(alpha, order, order_bias):
                                                           intra_patch=rule))(key)
     whole, whole_lengths, _ = jax.jit(lambda k: model.decoder.draw(params, k, cond,
                                                                    intra_patch=rule))(key)
-    want, want_lengths, taken = reference_draws(model, params, key, cond, order, order_bias)
+    want, want_lengths, taken = reference_draws(model, params, key, cond, order, order_bias,
+                                                two_stream)
   # Every pass planned runs but those after a patch is complete (the same bytes either way).
   np.testing.assert_array_equal(drawn['steps'], taken)
   assert int(drawn['passes']) == taken.max()

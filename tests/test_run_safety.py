@@ -105,6 +105,26 @@ def test_a_latent_run_resumes_with_its_own_config(tmp_path, make_latent_config):
     checkpointing.check_resumable(config, str(tmp_path))
 
 
+
+def test_a_run_saved_before_the_entropy_head_resumes(tmp_path, make_latent_config,
+                                                     make_config):
+  """model.dec_entropy_head decides shapes: a latent run saved before it
+  existed had none (False), and resumes; asking for the head is named; byte
+  models, which never had the field, are untouched."""
+  config = make_latent_config()
+  old = make_latent_config()
+  with old.unlocked():
+    del old.model['dec_entropy_head']
+  checkpointing.save_config(old, str(tmp_path / 'latent'))
+  checkpointing.check_resumable(config, str(tmp_path / 'latent'))
+  with config.unlocked():
+    config.model.update(decoder_mode='diffusion', dec_entropy_head=True)
+  with pytest.raises(ConfigError, match=r'model\.dec_entropy_head=False in the run, True now'):
+    checkpointing.check_resumable(config, str(tmp_path / 'latent'))
+  byte = make_config()
+  checkpointing.save_config(byte, str(tmp_path / 'byte'))
+  checkpointing.check_resumable(byte, str(tmp_path / 'byte'))
+
 @pytest.mark.parametrize('flag, field', [('--num_samples=0', '--num_samples'),
                                          ('--length=0', '--length'),
                                          ('--num_samples=-2', '--num_samples'),

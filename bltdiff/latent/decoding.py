@@ -28,7 +28,7 @@ from bltdiff import vocab
 from bltdiff.latent import slot_gather
 from bltdiff.latent.intra_patch import (EXACT_INTRA_PATCH, IntraPatchRule, reveal_quota,
                                         reveal_ranks)
-from bltdiff.latent.diffusion_decoder import diffusion_lengths
+from bltdiff.latent.diffusion_decoder import diffusion_lengths, patch_complete
 from bltdiff.latent.local_decoder import START, ARDecoder
 from bltdiff.sampling import categorical, rules
 
@@ -42,8 +42,8 @@ class PatchDecoder:
     self.mode = net.decoder_mode
     self.max_patch_len = net.max_patch_len
     self.net = net
-    # Sequential decoder passes one patch costs (`diffusion`: its own T_steps(p)).
-    self.passes_per_patch = {'ar': net.max_patch_len + 1, 'parallel': 1}.get(self.mode)
+    # Sequential decoder passes a buffer runs (`diffusion`: its rows' largest T_steps(p)).
+    self.buffer_passes = {'ar': net.max_patch_len + 1, 'parallel': 1}.get(self.mode)
     if self.mode == 'ar':
       # The same parameters, run one position at a time with a cache.
       self.stepper = ARDecoder(dim=net.dec_dim, num_layers=net.dec_layers,
@@ -84,9 +84,9 @@ class PatchDecoder:
     """Draws for the rows where reveal [N] is True only (`slot_gather`):
     {tokens [N, L], lengths [N] (other rows PAD / 0), decoded []: rows in the
     buffer, steps [N]: the passes each revealed patch needed (0 elsewhere;
-    `diffusion`: its T_steps(p), fewer if complete sooner), passes []:
-    sequential decoder passes run on the buffer (`diffusion`: the largest
-    of those)}."""
+    `ar` its len + 1 symbols, `diffusion` its T_steps(p), fewer if complete
+    sooner), passes []: sequential decoder passes run on the buffer (`ar`
+    L + 1: its scan has a static length; `diffusion`: the largest steps)}."""
     n = cond_rows.shape[0]
     count = jnp.sum(reveal)
 
@@ -94,7 +94,7 @@ class PatchDecoder:
       k = cond.shape[0]
       if self.mode != 'diffusion':
         out, lengths, _ = self.draw(params, key, cond, top_p, rows, n)
-        return out, lengths, jnp.full((k,), self.passes_per_patch, jnp.int32)
+        return out, lengths, (lengths + 1 if self.mode == 'ar' else jnp.ones((k,), jnp.int32))
       # map_selected pads a gathered buffer at its end (repeating the last row):
       # padding rows plan no steps, so they cannot lengthen the loop.
       valid = reveal[rows] & ((jnp.arange(k) < count) | (k == n))
@@ -104,8 +104,8 @@ class PatchDecoder:
 
     (out, lengths, steps), decoded = slot_gather.map_selected(draw_rows, cond_rows, reveal,
                                                               (vocab.PAD, 0, 0))
-    return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps,
-                passes=jnp.max(steps, initial=0))
+    passes = jnp.max(steps, initial=0) if self.mode == 'diffusion' else self.buffer_passes
+    return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps, passes=passes)
 
   def greedy(self, params, cond_rows):
     """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], mean
@@ -214,21 +214,24 @@ class PatchDecoder:
 
   # --- `diffusion`: T_steps(p) masked-diffusion passes ---------------------------
 
-  def denoise_patch(self, params, cond_rows, z):
-    """One intra-patch pass: cond [rows, D_dec], z [rows, L] -> log-probs [rows, L, DEC_VOCAB]."""
-    return self._decoder(params, lambda dec, c, x: dec(c, x), cond_rows, z)
+  def denoise_patch(self, params, cond_rows, z, rank=None):
+    """One intra-patch pass: cond [rows, D_dec], z [rows, L] (rank [rows, L]: the visible
+    ones' reveal order, read by two streams) -> log-probs [rows, L, DEC_VOCAB]."""
+    return self._decoder(params, lambda dec, c, x, r: dec(c, x, r), cond_rows, z, rank)
 
   def first_pass(self, params, cond_rows):
     """The all-masked pass: cond [rows, D_dec] -> log-probs [rows, L, DEC_VOCAB]."""
     z = jnp.full((cond_rows.shape[0], self.max_patch_len), vocab.MASK, jnp.int32)
     return self.denoise_patch(params, cond_rows, z)
 
-  def entropy_estimate(self, params, cond_rows):
-    """Ĥ(patch | h) per row [rows] (nats): `diffusion` the summed per-position
-    entropy of its first pass (module doc); `ar`/`parallel` the entropy along
-    one draw with a fixed key."""
+  def entropy_estimate(self, params, cond_rows, first=None):
+    """Ĥ(patch | h) per row [rows] (nats): `diffusion` its entropy head's, else the summed
+    entropy of its first pass `first` (module doc); others the entropy along a draw."""
+    if self.mode == 'diffusion' and self.net.dec_entropy_head:
+      return self._decoder(params, lambda dec, c: dec.patch_entropy(c), cond_rows)
     if self.mode == 'diffusion':
-      return jnp.sum(categorical.entropy_of(self.first_pass(params, cond_rows)), -1)
+      first = self.first_pass(params, cond_rows) if first is None else first
+      return jnp.sum(categorical.entropy_of(first), -1)
     return self.draw(params, jax.random.PRNGKey(ENTROPY_ESTIMATE_KEY), cond_rows)[2]
 
   def intra_patch_steps(self, entropy, intra_patch: IntraPatchRule):
@@ -263,7 +266,7 @@ class PatchDecoder:
     rank = reveal_ranks(noise if rows is None else noise[rows], self.net.dec_order_bias)
     masked = jnp.full((k, L), vocab.MASK, jnp.int32)
     first = self.first_pass(params, cond)
-    entropy = jnp.sum(categorical.entropy_of(first), -1)
+    entropy = self.entropy_estimate(params, cond, first)
     steps = self.intra_patch_steps(entropy, intra_patch)
     if valid is not None:
       steps = jnp.where(valid, steps, 0)
@@ -281,7 +284,7 @@ class PatchDecoder:
 
     def body(carry):
       step, z, taken = carry
-      z, ran = reveal(step, self.denoise_patch(params, cond, z), z)
+      z, ran = reveal(step, self.denoise_patch(params, cond, z, rank), z)
       return step + 1, z, taken + ran
 
     z, taken = reveal(jnp.int32(0), first, masked)
@@ -291,10 +294,3 @@ class PatchDecoder:
     out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
     return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken
 
-
-def patch_complete(z):
-  """z [rows, L] (MASK where hidden) -> bool [rows]: every position before the
-  first visible END_OF_PATCH is visible (all of them when there is none)."""
-  j = jnp.arange(z.shape[1])[None, :]
-  first_end = jnp.min(jnp.where(z == vocab.END_OF_PATCH, j, z.shape[1]), axis=-1, keepdims=True)
-  return jnp.all((z != vocab.MASK) | (j > first_end), axis=-1)

@@ -33,7 +33,7 @@ an upper bound:
 Estimate: t [b] antithetic over the batch rows, one slot masking per row,
 t_min = 0 at evaluation (the whole bound, unbiased) and TRAIN_T_MIN in
 training; per slot model.dec_nelbo_draws draws of σ and of the number
-revealed (independent of t), the same in training and evaluation.
+revealed (two streams: σ alone), the same in training and evaluation.
 Evaluation averages train.eval_t_samples such draws per batch.
 p_D reveals one position at a time in its random order (the sampler at
 intra-patch α → ∞); fewer intra-patch steps sample another, cheaper

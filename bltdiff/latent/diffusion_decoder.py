@@ -1,8 +1,19 @@
 """The `diffusion` local decoder: a masked-diffusion model over a patch's L
 positions (bytes, then END_OF_PATCH to the last position), time-free,
 conditioned on the slot's latent h_i. Its NELBO stands in for
-−log p(patch | h) (`diffusion_patch_nelbo`), under the reveal order of
-model.dec_order_bias (`intra_patch`); its draws are `decoding`'s.
+−log p(patch | h), under the reveal order of model.dec_order_bias
+(`intra_patch`); its draws are `decoding`'s.
+
+Two ways to train the same denoiser (model.dec_two_stream):
+  one stream   a bidirectional pass over z (MASK where hidden), trained on one
+               random (order, count) per pass: `diffusion_patch_nelbo`
+  two streams  XLNet's two-stream attention: a content stream of the bytes and
+               a query stream per position, where position j's query sees the
+               content of the positions revealed before it in a drawn order
+               σ. One pass gives −log p(y_j | y_σ<j) at every j, the whole
+               chain rule of σ: `ordered_patch_nll`. Near left to right the
+               one-stream estimate trains about one position per pass; this
+               trains all L, for a pass about twice as long.
 
 Outputs use local_decoder.DEC_VOCAB symbols, like the other decoders.
 """
@@ -18,22 +29,31 @@ from bltdiff.errors import ConfigError
 from bltdiff.latent import intra_patch
 from bltdiff.latent.local_decoder import DEC_VOCAB, cond_projection
 
+HIDDEN_RANK = 1 << 20  # two streams: the content rank of a hidden position
+
+
+# model.dec_* fields only this decoder reads: (name, value that leaves them off,
+# valid(value), what a valid value is, what it is the diffusion decoder's).
+DIFFUSION_OPTIONS = (
+    ('dec_order_bias', 0.0, lambda v: isinstance(v, (int, float)) and math.isfinite(v),
+     'a finite number', 'a reveal order'),
+    ('dec_nelbo_draws', 1, lambda v: isinstance(v, int) and v >= 1, 'an integer >= 1',
+     'a NELBO'),
+    ('dec_two_stream', False, lambda v: isinstance(v, bool), 'True or False', 'two streams'),
+    ('dec_entropy_head', False, lambda v: isinstance(v, bool), 'True or False',
+     'an entropy head for Ĥ(p)'),
+)
+
 
 def check_options(model_config):
   """One-line errors for the model.dec_* fields only this decoder has."""
-  m = model_config
-  order_bias = m.get('dec_order_bias', 0.0)
-  if not isinstance(order_bias, (int, float)) or not math.isfinite(order_bias):
-    raise ConfigError(f'model.dec_order_bias: expected a finite number, got {order_bias!r}')
-  if order_bias and m.decoder_mode != 'diffusion':
-    raise ConfigError(f'model.dec_order_bias: only the diffusion decoder has a reveal order '
-                      f'(decoder_mode={m.decoder_mode!r}); set it to 0')
-  draws = m.get('dec_nelbo_draws', 1)
-  if not isinstance(draws, int) or draws < 1:
-    raise ConfigError(f'model.dec_nelbo_draws: expected an integer >= 1, got {draws!r}')
-  if draws != 1 and m.decoder_mode != 'diffusion':
-    raise ConfigError(f'model.dec_nelbo_draws: only the diffusion decoder has a NELBO '
-                      f'(decoder_mode={m.decoder_mode!r}); set it to 1')
+  for name, off, valid, expected, what in DIFFUSION_OPTIONS:
+    value = model_config.get(name, off)
+    if not valid(value):
+      raise ConfigError(f'model.{name}: expected {expected}, got {value!r}')
+    if value != off and model_config.decoder_mode != 'diffusion':
+      raise ConfigError(f'model.{name}: only the diffusion decoder has {what} '
+                        f'(decoder_mode={model_config.decoder_mode!r}); set it to {off!r}')
 
 
 def diffusion_targets(patch_tokens, lengths):
@@ -50,6 +70,14 @@ def diffusion_lengths(y):
   return jnp.min(jnp.where(y == vocab.END_OF_PATCH, j, y.shape[1]), axis=-1)
 
 
+def patch_complete(z):
+  """z [rows, L] (MASK where hidden) -> bool [rows]: every position before the
+  first visible END_OF_PATCH is visible (all of them when there is none)."""
+  j = jnp.arange(z.shape[1])[None, :]
+  first_end = jnp.min(jnp.where(z == vocab.END_OF_PATCH, j, z.shape[1]), axis=-1, keepdims=True)
+  return jnp.all((z != vocab.MASK) | (j > first_end), axis=-1)
+
+
 def diffusion_constrain(logits, z):
   """logits [rows, L, DEC_VOCAB], z [rows, L] (MASK where hidden) -> log-probs
   [rows, L, DEC_VOCAB] of each position's clean symbol (float32), restricted
@@ -57,15 +85,19 @@ def diffusion_constrain(logits, z):
     never MASK; no end at position 0 (len >= 1);
     only the end after a visible end (ends run to the last position);
     no end before a visible byte.
+  z may also be [rows, L, L]: what each position's prediction sees (two
+  streams, where that differs by position).
   A draw that reveals one position at a time thus always yields the form of
   `diffusion_targets`. (Positions revealed together may disagree, e.g. an end
   before a byte; the first end wins, `diffusion_lengths`.)"""
-  L = z.shape[1]
+  seen = z[:, None, :] if z.ndim == 2 else z  # [rows, 1 or L, L]
+  L = logits.shape[1]
   j = jnp.arange(L)[None, :]
-  is_end = z == vocab.END_OF_PATCH
-  is_byte = (z != vocab.MASK) & ~is_end
-  first_end = jnp.min(jnp.where(is_end, j, L), axis=-1, keepdims=True)  # [rows, 1]
-  last_byte = jnp.max(jnp.where(is_byte, j, -1), axis=-1, keepdims=True)
+  k = jnp.arange(seen.shape[-1])
+  is_end = seen == vocab.END_OF_PATCH
+  is_byte = (seen != vocab.MASK) & ~is_end
+  first_end = jnp.min(jnp.where(is_end, k, L), axis=-1)  # [rows, 1 or L]
+  last_byte = jnp.max(jnp.where(is_byte, k, -1), axis=-1)
   end_sym = jnp.arange(DEC_VOCAB) == vocab.END_OF_PATCH  # [V]
   end_ok = ((j > 0) & (j > last_byte))[..., None]  # [rows, L, 1]
   allowed = (jnp.arange(DEC_VOCAB) != vocab.MASK) & (end_ok | ~end_sym)
@@ -74,20 +106,33 @@ def diffusion_constrain(logits, z):
 
 
 class DiffusionDecoder(nn.Module):
-  """(cond [rows, cond_dim], z [rows, L]) -> log-probs [rows, L, DEC_VOCAB]:
-  a bidirectional transformer over the patch's L positions, the latent and a
-  learned embedding of the position added to every position, no time input;
-  the output constrained by `diffusion_constrain`. One call is one
-  intra-patch pass. Why the position embedding beside RoPE: RoPE only
-  encodes offsets between tokens, and hidden positions all carry MASK and
-  the same latent, so in the all-masked first pass every position would get
-  the same prediction (position 0 as position 7: a byte or the end)."""
+  """(cond [rows, cond_dim], z [rows, L], rank) -> log-probs [rows, L, DEC_VOCAB]:
+  a transformer over the patch's L positions, the latent and a learned
+  embedding of the position added to every position, no time input; the
+  output constrained by `diffusion_constrain`. One call is one intra-patch
+  pass. Why the position embedding beside RoPE: RoPE only encodes offsets
+  between tokens, and hidden positions all carry MASK and the same latent, so
+  in the all-masked first pass every position would get the same prediction
+  (position 0 as position 7: a byte or the end).
+
+  one stream (two_stream=False): bidirectional attention over z.
+  two streams: a content stream (embedding of the symbol) and a query stream
+  (embedding of MASK, the same as a hidden position's input in one stream)
+  per position, one sequence [content | query] of 2L with a mask: content k
+  sees content i ranked at or before it, query j sees content ranked before
+  it and itself, nobody sees a query. Query j's output predicts y_j; it never
+  sees y_j, so every position is a prediction at once (`ordered`).
+
+  entropy_head: a small head on the latent alone that predicts the patch's
+  NELBO, Ĥ(p) for the step rule (`patch_entropy`)."""
   dim: int
   num_layers: int
   num_heads: int
   mlp_dim: int
   max_patch_len: int
   dtype: jnp.dtype = jnp.float32
+  two_stream: bool = False
+  entropy_head: bool = False
 
   def setup(self):
     self.embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype, name='embed')
@@ -97,14 +142,58 @@ class DiffusionDecoder(nn.Module):
     self.transformer = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
                                           mlp_dim=self.mlp_dim, dtype=self.dtype)
     self.readout = layers.readout(DEC_VOCAB)
+    if self.entropy_head:
+      self.entropy_norm = layers.RMSNorm(dtype=self.dtype)
+      self.entropy_mlp = layers.SwiGLU(self.mlp_dim, self.dtype)
+      self.entropy_readout = layers.readout(1, name='entropy_readout')
 
-  def __call__(self, cond, z):
+  def patch_entropy(self, cond):
+    """Ĥ(p) [rows] nats from cond [rows, cond_dim] alone: the head's estimate
+    of the patch's NELBO given h, trained on it by `entropy_head_fit` on a
+    stop-gradient copy of the projected latent (it moves nothing else)."""
+    x = jax.lax.stop_gradient(self.cond(cond).astype(self.dtype))
+    x = x + self.entropy_mlp(self.entropy_norm(x))
+    return jax.nn.softplus(self.entropy_readout(self.entropy_norm(x))[..., 0].astype(jnp.float32))
+
+  def __call__(self, cond, z, rank=None):
+    """Hidden positions of z (MASK) given the visible ones. rank [rows, L]:
+    the order the visible ones were revealed in (two streams only, where a
+    visible symbol's content depends on what was revealed before it; None:
+    left to right)."""
     positions = jnp.broadcast_to(jnp.arange(z.shape[1], dtype=jnp.int32), z.shape)
-    x = (self.embed(z) + self.position_embed(positions)
-         + self.cond(cond).astype(self.dtype)[:, None, :])
+    if self.two_stream:
+      visible_rank = jnp.where(z != vocab.MASK, positions if rank is None else rank,
+                               HIDDEN_RANK)
+      return self._two_streams(cond, z, visible_rank, jnp.full(z.shape, HIDDEN_RANK))
+    x = self._inputs(cond, z, positions)
     segments = jnp.ones(z.shape, jnp.int32)
     mask = layers.attention_mask(segments, segments, causal=False)
     return diffusion_constrain(self.readout(self.transformer(x, mask, positions)), z)
+
+  def ordered(self, cond, y, rank):
+    """Two streams, teacher-forced: y [rows, L] (no MASK), rank [rows, L] a
+    reveal order (0 first) -> log p(y_j = · | y_i for rank_i < rank_j)
+    [rows, L, DEC_VOCAB]."""
+    return self._two_streams(cond, y, rank, rank)
+
+  def _inputs(self, cond, symbols, positions):
+    return (self.embed(symbols) + self.position_embed(positions)
+            + self.cond(cond).astype(self.dtype)[:, None, :])
+
+  def _two_streams(self, cond, content, content_rank, query_rank):
+    rows, L = content.shape
+    positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (rows, L))
+    x = jnp.concatenate([self._inputs(cond, content, positions),
+                         self._inputs(cond, jnp.full((rows, L), vocab.MASK), positions)], axis=1)
+    content_sees = content_rank[:, None, :] <= content_rank[:, :, None]  # [rows, L, L]
+    query_sees = content_rank[:, None, :] < query_rank[:, :, None]
+    own = jnp.broadcast_to(jnp.eye(L, dtype=bool), (rows, L, L))
+    mask = jnp.concatenate([
+        jnp.concatenate([content_sees, jnp.zeros_like(own)], axis=2),
+        jnp.concatenate([query_sees, own], axis=2)], axis=1)[:, None]  # [rows, 1, 2L, 2L]
+    out = self.transformer(x, mask, jnp.concatenate([positions, positions], axis=1))[:, L:]
+    seen = jnp.where(query_sees, content[:, None, :], vocab.MASK)  # [rows, L, L]
+    return diffusion_constrain(self.readout(out), seen)
 
 
 def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, order_bias: float = 0.0):
@@ -152,3 +241,40 @@ def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, order_bias: fl
   bound = jnp.sum(jnp.where(hidden, weight * nll, 0.0), axis=-1)
   hits = (jnp.argmax(log_probs, -1) == y) & hidden
   return bound, hits, hidden
+
+
+def ordered_patch_nll(ordered_fn, patch_tokens, lengths, key, order_bias: float = 0.0):
+  """The intra-patch NELBO of two streams, per row: draw one reveal order σ
+  (Plackett–Luce, `intra_patch.reveal_ranks`), then
+
+    B̂ = Σ_j −log p_D(y_j | y_i for rank_i < rank_j, h)
+
+  −log of the probability that the reverse process revealing in order σ
+  writes y. Its mean over σ is B(y) of `diffusion_patch_nelbo` (the same
+  Jensen bound over orders), with no draw of the number revealed: every
+  position is a term.
+
+  ordered_fn(y [rows, L], rank [rows, L]) -> log-probs [rows, L, DEC_VOCAB]
+  (`DiffusionDecoder.ordered`). Returns (bound [rows] nats, hits [rows, L]:
+  argmax right, valid [rows, L]: all positions)."""
+  y = diffusion_targets(patch_tokens, lengths)
+  rank = intra_patch.reveal_ranks(jax.random.uniform(key, y.shape), order_bias)
+  log_probs = ordered_fn(y, rank)
+  nll = -jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
+  return jnp.sum(nll, axis=-1), jnp.argmax(log_probs, -1) == y, jnp.ones(y.shape, bool)
+
+
+ENTROPY_HEAD_FIT_SCALE = 1e-3  # see entropy_head_fit
+
+
+def entropy_head_fit(predicted, bound):
+  """The entropy head's training term, to add to the per-row bound [rows]:
+  c·(Ĥ − sg(B̂))² − sg(the same). Its value is exactly 0, so the bound and
+  every metric stay as they are; its gradient fits Ĥ(p) to the patch's NELBO
+  by least squares, whose minimizer given h is E[B̂ | h] ≥ H(patch | h): the
+  expected cost of the patch in nats, known before a single pass. Why the
+  small c = ENTROPY_HEAD_FIT_SCALE: errors of tens of nats squared would
+  dominate the global gradient norm that training clips, shrinking every
+  other update; Adam's steps for the head do not depend on c."""
+  fit = ENTROPY_HEAD_FIT_SCALE * jnp.square(predicted - jax.lax.stop_gradient(bound))
+  return fit - jax.lax.stop_gradient(fit)

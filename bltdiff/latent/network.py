@@ -26,7 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.latent.diffusion_decoder import DiffusionDecoder, diffusion_patch_nelbo
+from bltdiff.latent.diffusion_decoder import (DiffusionDecoder, diffusion_patch_nelbo,
+                                              entropy_head_fit, ordered_patch_nll)
 from bltdiff.latent.local_decoder import (ARDecoder, ParallelDecoder, ar_inputs,
                                           ar_patch_log_prob, parallel_patch_log_prob)
 from bltdiff.latent.local_encoder import LocalEncoder
@@ -60,6 +61,8 @@ class LatentDenoiser(nn.Module):
   dtype: str
   dec_order_bias: float = 0.0  # the `diffusion` decoder's reveal order (intra_patch)
   dec_nelbo_draws: int = 1  # its NELBO's draws per patch, averaged (patch_log_prob)
+  dec_two_stream: bool = False  # its training pass: all positions of one order at once
+  dec_entropy_head: bool = False  # its Ĥ(p): a head's prediction, not the first pass
 
   @classmethod
   def from_config(cls, model_config, num_slots: int, max_patch_len: int) -> 'LatentDenoiser':
@@ -70,6 +73,8 @@ class LatentDenoiser(nn.Module):
                ngram_sizes=tuple(model_config.ngram_sizes),
                dec_order_bias=float(model_config.get('dec_order_bias', 0.0)),  # older configs: 0
                dec_nelbo_draws=int(model_config.get('dec_nelbo_draws', 1)),
+               dec_two_stream=bool(model_config.get('dec_two_stream', False)),
+               dec_entropy_head=bool(model_config.get('dec_entropy_head', False)),
                **{f: model_config[f] for f in fields})
 
   def setup(self):
@@ -90,7 +95,9 @@ class LatentDenoiser(nn.Module):
     if self.decoder_mode == 'ar':
       self.decoder = ARDecoder(max_patch_len=self.max_patch_len, **dec)
     elif self.decoder_mode == 'diffusion':
-      self.decoder = DiffusionDecoder(max_patch_len=self.max_patch_len, **dec)
+      self.decoder = DiffusionDecoder(max_patch_len=self.max_patch_len,
+                                      two_stream=self.dec_two_stream,
+                                      entropy_head=self.dec_entropy_head, **dec)
     else:
       self.decoder = ParallelDecoder(max_patch_len=self.max_patch_len, **dec)
     # p(S), S = number of filled slots in 0..P_max: one logit per value, scaled
@@ -144,14 +151,21 @@ class LatentDenoiser(nn.Module):
     intra-patch NELBO, the mean of dec_nelbo_draws draws of the reveal order
     and of the number revealed from `key` (the same bound, less variance, at
     that many decoder rows per patch), and hits / valid [b, P, L] at the
-    first draw's hidden positions; see `diffusion_decoder.diffusion_patch_nelbo`)."""
+    first draw's hidden positions (two streams: at all, and no count drawn);
+    see `diffusion_decoder.diffusion_patch_nelbo` and `ordered_patch_nll`)."""
     b, p, _ = patch_tokens.shape
     if self.decoder_mode == 'diffusion':
       k = self.dec_nelbo_draws  # draw d of patch r is row d·b·P + r
       rows = lambda x: jnp.tile(x.reshape((b * p,) + x.shape[2:]), (k,) + (1,) * (x.ndim - 2))
       cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
-      bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r, len_r,
-                                                 key, self.dec_order_bias)
+      if self.dec_two_stream:
+        bound, hits, valid = ordered_patch_nll(lambda y, r: self.decoder.ordered(cond_r, y, r),
+                                               tok_r, len_r, key, self.dec_order_bias)
+      else:
+        bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r,
+                                                   len_r, key, self.dec_order_bias)
+      if self.dec_entropy_head:  # trains the head; adds exactly 0 to the bound
+        bound = bound + entropy_head_fit(self.decoder.patch_entropy(cond_r), bound)
       lp = -jnp.mean(bound.reshape(k, b * p), axis=0)
       hits, valid = hits[:b * p], valid[:b * p]
     else:

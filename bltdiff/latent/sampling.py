@@ -9,7 +9,8 @@ The sampler state is a dict of patch slots:
   enc       float [b, P, D]   the local encoder's output of every visible slot
   decoder_rows, encoder_rows  int32 []: slot rows the decoder / encoder ran on
   decoder_passes      int32 []: Σ over decoded patches of the sequential decoder
-                      passes each needed (`ar` L+1, `parallel` 1, `diffusion` T_steps(p))
+                      passes each needed (`ar` its len + 1 symbols, `parallel` 1,
+                      `diffusion` T_steps(p), fewer once complete)
   decoder_row_passes  int32 []: Σ over decoder calls of buffer rows x passes run
                       (`diffusion`: the buffer's largest T_steps; frozen rows count)
 

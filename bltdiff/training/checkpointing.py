@@ -44,10 +44,13 @@ STATE_FIELDS = ('model', 'data.seq_len', 'patching.max_patch_len', 'patching.num
 SHAPE_FREE_MODEL_FIELDS = ('model.dropout', 'model.dtype', 'model.schedule', 'model.schedule_eps',
                            'model.attention_window', 'model.slot_weighting', 'model.masking',
                            'model.visible_weight', 'model.dec_order_bias',
-                           'model.dec_nelbo_draws')
+                           'model.dec_nelbo_draws', 'model.dec_two_stream')
 
-# (section, field, value for runs saved before it): each value is the old behaviour.
-FIELDS_ADDED_LATER = (('train', 'ema_rate', 0.0),)
+# (section, field, value for runs saved before it, a field the section must have
+# for it to apply: the latent model's decoder options, not byte models'): each
+# value is the old behaviour.
+FIELDS_ADDED_LATER = (('train', 'ema_rate', 0.0, None),
+                      ('model', 'dec_entropy_head', False, 'decoder_mode'))
 
 
 def relative_to_run(path: str, workdir: str) -> str:
@@ -100,8 +103,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   except json.JSONDecodeError as e:
     raise BltdiffError(f'{path} is not valid JSON ({e}); the run\'s config is damaged')
   # Runs saved before a field existed get the value that keeps their behaviour.
-  for section, field, value in FIELDS_ADDED_LATER:
-    if section in config and field not in config[section]:
+  for section, field, value, present_with in FIELDS_ADDED_LATER:
+    if (section in config and field not in config[section]
+        and (present_with is None or present_with in config[section])):
       config[section][field] = value
   for dotted in PATH_FIELDS:
     where = _fields(config, dotted)
