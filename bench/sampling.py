@@ -492,9 +492,10 @@ def intra_patch_notes(out) -> list[str]:
   ci = lambda r: f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
   best = min(diffusion, key=lambda r: r['gen_bpb'])
   ar_best = min(ar, key=lambda r: r['gen_bpb'])
-  # ar rows measured before passes were counted: the same run's distilled-teacher rows have them.
-  ar_passes = [r['decoder_passes_per_byte'] for r in rows if r.get('decoder_mode') == 'ar'
-               and r.get('decoder_passes_per_byte') is not None]
+  # The cached ar rows themselves: rows of other samplers may predate the count of
+  # the passes ar needs (len + 1, not L + 1).
+  ar_passes = [r['decoder_passes_per_byte'] for r in ar
+               if r.get('decoder_passes_per_byte') is not None]
   parts = [f"The diffusion decoder's best row ({best['option']}) reaches gen-bpb "
            f"{best['gen_bpb']:.3f} {ci(best)} at {best['decoder_passes_per_byte']:.2f} decoder "
            f"passes per byte, against the ar decoder's best {ar_best['gen_bpb']:.3f} {ci(ar_best)}"

@@ -68,6 +68,9 @@ base config of the systems it names:
                          (model.dec_nelbo_draws): less variance, fewer steps
   two_stream_order_2, two_stream_order_0
                          the base (two streams) at β = 2 and 0
+  block_queries          the base with a second query per position trained on
+                         what a sampler of fewer intra-patch steps sees
+                         (model.dec_block_queries; 3L tokens a pass, not 2L)
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -198,6 +201,8 @@ VARIANTS = {
     # two streams at other orders.
     'two_stream_order_2': (('bltdiff_diffusion',), _two_stream(2.0)),
     'two_stream_order_0': (('bltdiff_diffusion',), _two_stream(0.0)),
+    # ... and with block queries (the predictions of fewer than L intra-patch steps).
+    'block_queries': (('bltdiff_diffusion',), lambda c: c.model.update(dec_block_queries=True)),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)

@@ -121,6 +121,9 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # `diffusion` only: Ĥ(p) of the step rule from a head trained on the patch's NELBO
       # (True) or the first pass's summed entropy (False)
       dec_entropy_head=False,
+      # `diffusion` with two streams: a second query per position trained on what a
+      # sampler of fewer than L intra-patch steps sees (its value leaves the bound)
+      dec_block_queries=False,
       # Training only (bltdiff/latent/train_objective.py; eval is the bound as always):
       # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
       # 'independent' draws t then the masked slots, 'count' draws their number.

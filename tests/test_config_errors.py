@@ -40,6 +40,8 @@ def test_bad_value_names_the_field(make_config, overrides, field):
     ({'model.dec_nelbo_draws': 2}, 'model.dec_nelbo_draws'),
     ({'model.dec_two_stream': True}, 'model.dec_two_stream'),
     ({'model.dec_entropy_head': True}, 'model.dec_entropy_head'),
+    ({'model.decoder_mode': 'diffusion', 'model.dec_block_queries': True},
+     'model.dec_block_queries'),  # without two streams
     ({'model.decoder_mode': 'diffusion', 'model.dec_nelbo_draws': 0}, 'model.dec_nelbo_draws'),
 ])
 def test_bad_decoder_option_names_the_field(make_latent_config, overrides, field):

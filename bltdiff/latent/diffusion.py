@@ -23,7 +23,7 @@ form and term 1 uses its own NELBO instead:
 
     −log p_D(patch_i | h_i) ≤ B_i = E_σ[ Σ_k −log p_D(y_i,σk | y_i,σ<k, h_i) ]
 
-over its reveal orders σ (`diffusion_decoder`; their law: `intra_patch`).
+over its reveal orders σ (`patch_nelbo`; their law: `intra_patch`).
 As w(t) ≥ 0, replacing each −log p_D(patch_i | z_t) by B_i ≥ it keeps term 1
 an upper bound:
 

@@ -6,12 +6,12 @@ conditioned on the slot's latent h_i. Its NELBO stands in for
 
 Two ways to train the same denoiser (model.dec_two_stream):
   one stream   a bidirectional pass over z (MASK where hidden), trained on one
-               random (order, count) per pass: `diffusion_patch_nelbo`
+               random (order, count) per pass: `patch_nelbo.diffusion_patch_nelbo`
   two streams  XLNet's two-stream attention: a content stream of the bytes and
                a query stream per position, where position j's query sees the
                content of the positions revealed before it in a drawn order
                σ. One pass gives −log p(y_j | y_σ<j) at every j, the whole
-               chain rule of σ: `ordered_patch_nll`. Near left to right the
+               chain rule of σ: `patch_nelbo.ordered_patch_nll`. Near left to right the
                one-stream estimate trains about one position per pass; this
                trains all L, for a pass about twice as long.
 
@@ -26,7 +26,6 @@ import jax.numpy as jnp
 
 from bltdiff import layers, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.latent import intra_patch
 from bltdiff.latent.local_decoder import DEC_VOCAB, cond_projection
 
 HIDDEN_RANK = 1 << 20  # two streams: the content rank of a hidden position
@@ -42,6 +41,8 @@ DIFFUSION_OPTIONS = (
     ('dec_two_stream', False, lambda v: isinstance(v, bool), 'True or False', 'two streams'),
     ('dec_entropy_head', False, lambda v: isinstance(v, bool), 'True or False',
      'an entropy head for Ĥ(p)'),
+    ('dec_block_queries', False, lambda v: isinstance(v, bool), 'True or False',
+     'block queries'),
 )
 
 
@@ -54,6 +55,9 @@ def check_options(model_config):
     if value != off and model_config.decoder_mode != 'diffusion':
       raise ConfigError(f'model.{name}: only the diffusion decoder has {what} '
                         f'(decoder_mode={model_config.decoder_mode!r}); set it to {off!r}')
+  if model_config.get('dec_block_queries', False) and not model_config.get('dec_two_stream'):
+    raise ConfigError('model.dec_block_queries: block queries are a second query stream; '
+                      'set model.dec_two_stream = True, or this to False')
 
 
 def diffusion_targets(patch_tokens, lengths):
@@ -85,21 +89,22 @@ def diffusion_constrain(logits, z):
     never MASK; no end at position 0 (len >= 1);
     only the end after a visible end (ends run to the last position);
     no end before a visible byte.
-  z may also be [rows, L, L]: what each position's prediction sees (two
-  streams, where that differs by position).
+  z may also be [rows, Q, L]: what each prediction sees (two streams, where
+  that differs by prediction; logits [rows, Q, ...], prediction i for position
+  i mod L).
   A draw that reveals one position at a time thus always yields the form of
   `diffusion_targets`. (Positions revealed together may disagree, e.g. an end
   before a byte; the first end wins, `diffusion_lengths`.)"""
-  seen = z[:, None, :] if z.ndim == 2 else z  # [rows, 1 or L, L]
-  L = logits.shape[1]
-  j = jnp.arange(L)[None, :]
-  k = jnp.arange(seen.shape[-1])
+  seen = z[:, None, :] if z.ndim == 2 else z  # [rows, 1 or Q, L]
+  L = seen.shape[-1]
+  j = (jnp.arange(logits.shape[1]) % L)[None, :]
+  k = jnp.arange(L)
   is_end = seen == vocab.END_OF_PATCH
   is_byte = (seen != vocab.MASK) & ~is_end
-  first_end = jnp.min(jnp.where(is_end, k, L), axis=-1)  # [rows, 1 or L]
+  first_end = jnp.min(jnp.where(is_end, k, L), axis=-1)  # [rows, 1 or Q]
   last_byte = jnp.max(jnp.where(is_byte, k, -1), axis=-1)
   end_sym = jnp.arange(DEC_VOCAB) == vocab.END_OF_PATCH  # [V]
-  end_ok = ((j > 0) & (j > last_byte))[..., None]  # [rows, L, 1]
+  end_ok = ((j > 0) & (j > last_byte))[..., None]  # [rows, L or Q, 1]
   allowed = (jnp.arange(DEC_VOCAB) != vocab.MASK) & (end_ok | ~end_sym)
   allowed = jnp.where((j > first_end)[..., None], end_sym, allowed)  # forced end wins
   return jax.nn.log_softmax(jnp.where(allowed, logits.astype(jnp.float32), -1e30), axis=-1)
@@ -124,7 +129,8 @@ class DiffusionDecoder(nn.Module):
   sees y_j, so every position is a prediction at once (`ordered`).
 
   entropy_head: a small head on the latent alone that predicts the patch's
-  NELBO, Ĥ(p) for the step rule (`patch_entropy`)."""
+  NELBO, Ĥ(p) for the step rule (`patch_entropy`, trained by
+  `patch_nelbo.entropy_head_fit`)."""
   dim: int
   num_layers: int
   num_heads: int
@@ -149,8 +155,8 @@ class DiffusionDecoder(nn.Module):
 
   def patch_entropy(self, cond):
     """Ĥ(p) [rows] nats from cond [rows, cond_dim] alone: the head's estimate
-    of the patch's NELBO given h, trained on it by `entropy_head_fit` on a
-    stop-gradient copy of the projected latent (it moves nothing else)."""
+    of the patch's NELBO given h, trained on it (`patch_nelbo.entropy_head_fit`)
+    from a stop-gradient copy of the projected latent (it moves nothing else)."""
     x = jax.lax.stop_gradient(self.cond(cond).astype(self.dtype))
     x = x + self.entropy_mlp(self.entropy_norm(x))
     return jax.nn.softplus(self.entropy_readout(self.entropy_norm(x))[..., 0].astype(jnp.float32))
@@ -170,111 +176,31 @@ class DiffusionDecoder(nn.Module):
     mask = layers.attention_mask(segments, segments, causal=False)
     return diffusion_constrain(self.readout(self.transformer(x, mask, positions)), z)
 
-  def ordered(self, cond, y, rank):
+  def ordered(self, cond, y, rank, query_rank=None):
     """Two streams, teacher-forced: y [rows, L] (no MASK), rank [rows, L] a
     reveal order (0 first) -> log p(y_j = · | y_i for rank_i < rank_j)
-    [rows, L, DEC_VOCAB]."""
-    return self._two_streams(cond, y, rank, rank)
+    [rows, L, DEC_VOCAB]. query_rank [rows, k·L]: k query tokens per
+    position instead, the i-th seeing the content ranked below query_rank[i]
+    (-> [rows, k·L, DEC_VOCAB], position i mod L)."""
+    return self._two_streams(cond, y, rank, rank if query_rank is None else query_rank)
 
   def _inputs(self, cond, symbols, positions):
     return (self.embed(symbols) + self.position_embed(positions)
             + self.cond(cond).astype(self.dtype)[:, None, :])
 
   def _two_streams(self, cond, content, content_rank, query_rank):
-    rows, L = content.shape
+    (rows, L), Q = content.shape, query_rank.shape[1]  # Q = k·L queries
     positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (rows, L))
+    query_positions = jnp.tile(positions, (1, Q // L))
     x = jnp.concatenate([self._inputs(cond, content, positions),
-                         self._inputs(cond, jnp.full((rows, L), vocab.MASK), positions)], axis=1)
+                         self._inputs(cond, jnp.full((rows, Q), vocab.MASK), query_positions)],
+                        axis=1)
     content_sees = content_rank[:, None, :] <= content_rank[:, :, None]  # [rows, L, L]
-    query_sees = content_rank[:, None, :] < query_rank[:, :, None]
-    own = jnp.broadcast_to(jnp.eye(L, dtype=bool), (rows, L, L))
+    query_sees = content_rank[:, None, :] < query_rank[:, :, None]  # [rows, Q, L]
+    own = jnp.broadcast_to(jnp.eye(Q, dtype=bool), (rows, Q, Q))
     mask = jnp.concatenate([
-        jnp.concatenate([content_sees, jnp.zeros_like(own)], axis=2),
-        jnp.concatenate([query_sees, own], axis=2)], axis=1)[:, None]  # [rows, 1, 2L, 2L]
-    out = self.transformer(x, mask, jnp.concatenate([positions, positions], axis=1))[:, L:]
-    seen = jnp.where(query_sees, content[:, None, :], vocab.MASK)  # [rows, L, L]
+        jnp.concatenate([content_sees, jnp.zeros((rows, L, Q), bool)], axis=2),
+        jnp.concatenate([query_sees, own], axis=2)], axis=1)[:, None]  # [rows, 1, L+Q, L+Q]
+    out = self.transformer(x, mask, jnp.concatenate([positions, query_positions], axis=1))[:, L:]
+    seen = jnp.where(query_sees, content[:, None, :], vocab.MASK)  # [rows, Q, L]
     return diffusion_constrain(self.readout(out), seen)
-
-
-def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, order_bias: float = 0.0):
-  """The intra-patch NELBO, an upper bound on −log p_D(patch | h), per row.
-
-  p_D is the decoder's reverse process in the limit of many steps: it reveals
-  y = diffusion_targets(patch) [rows, L] one position at a time in a random
-  order σ (Plackett–Luce with weights exp(−β·j), β = order_bias; β = 0
-  uniform; `intra_patch`), each from the decoder's prediction. By Jensen over
-  σ,
-
-    −log p_D(y | h) ≤ E_σ[ Σ_{k=1..L} −log p_D(y_σk | y_σ<k, h) ] = B(y),
-
-  the continuous-time NELBO of masked diffusion (for β = 0 MDLM's; in general
-  its per-position schedule). Estimate: draw σ, then the number revealed
-  c ~ U{0..L−1} (stratified over the rows in a random order), S = σ's first
-  c; with S̄ the hidden rest and q(j | S) = k_j / Σ_{i ∈ S̄} k_i,
-
-    B̂ = L · Σ_{j ∈ S̄} q(j | S) · −log p_D(y_j | y_S, h)
-
-  averages to B: E over c of L·(1/L)Σ_c, and given S the next revealed is j
-  with probability q(j | S). Every hidden position gets a gradient, and the
-  weights are at most L (no 1/t to cut, so training and evaluation estimate
-  the same bound the same way). β = 0 gives q = 1/|S̄|, the "count masking"
-  form of MDLM's bound.
-
-  decoder_fn(z [rows, L]) -> log-probs [rows, L, DEC_VOCAB]. Returns (bound
-  [rows] nats, hits [rows, L]: argmax right at a hidden position, valid
-  [rows, L]: the hidden positions)."""
-  y = diffusion_targets(patch_tokens, lengths)
-  rows, L = y.shape
-  order_key, count_key = jax.random.split(key)
-  rank = intra_patch.reveal_ranks(jax.random.uniform(order_key, (rows, L)), order_bias)
-  # Stratified over the rows in a random order: neighbouring rows (the slots of
-  # one sequence, or one patch's draws) would otherwise share nearly one count.
-  count_key, perm_key = jax.random.split(count_key)
-  offset = jax.random.uniform(count_key, ())
-  spread = jax.random.permutation(perm_key, rows) / rows
-  revealed = jnp.floor(jnp.mod(offset + spread, 1.0) * L).astype(jnp.int32)
-  hidden = rank >= revealed[:, None]  # [rows, L], at least one
-  log_probs = decoder_fn(jnp.where(hidden, vocab.MASK, y))
-  nll = -jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
-  weight = L * intra_patch.next_reveal_probs(hidden, order_bias)
-  # jnp.where keeps 0 · inf out: a visible position's log-prob may be -inf.
-  bound = jnp.sum(jnp.where(hidden, weight * nll, 0.0), axis=-1)
-  hits = (jnp.argmax(log_probs, -1) == y) & hidden
-  return bound, hits, hidden
-
-
-def ordered_patch_nll(ordered_fn, patch_tokens, lengths, key, order_bias: float = 0.0):
-  """The intra-patch NELBO of two streams, per row: draw one reveal order σ
-  (Plackett–Luce, `intra_patch.reveal_ranks`), then
-
-    B̂ = Σ_j −log p_D(y_j | y_i for rank_i < rank_j, h)
-
-  −log of the probability that the reverse process revealing in order σ
-  writes y. Its mean over σ is B(y) of `diffusion_patch_nelbo` (the same
-  Jensen bound over orders), with no draw of the number revealed: every
-  position is a term.
-
-  ordered_fn(y [rows, L], rank [rows, L]) -> log-probs [rows, L, DEC_VOCAB]
-  (`DiffusionDecoder.ordered`). Returns (bound [rows] nats, hits [rows, L]:
-  argmax right, valid [rows, L]: all positions)."""
-  y = diffusion_targets(patch_tokens, lengths)
-  rank = intra_patch.reveal_ranks(jax.random.uniform(key, y.shape), order_bias)
-  log_probs = ordered_fn(y, rank)
-  nll = -jnp.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
-  return jnp.sum(nll, axis=-1), jnp.argmax(log_probs, -1) == y, jnp.ones(y.shape, bool)
-
-
-ENTROPY_HEAD_FIT_SCALE = 1e-3  # see entropy_head_fit
-
-
-def entropy_head_fit(predicted, bound):
-  """The entropy head's training term, to add to the per-row bound [rows]:
-  c·(Ĥ − sg(B̂))² − sg(the same). Its value is exactly 0, so the bound and
-  every metric stay as they are; its gradient fits Ĥ(p) to the patch's NELBO
-  by least squares, whose minimizer given h is E[B̂ | h] ≥ H(patch | h): the
-  expected cost of the patch in nats, known before a single pass. Why the
-  small c = ENTROPY_HEAD_FIT_SCALE: errors of tens of nats squared would
-  dominate the global gradient norm that training clips, shrinking every
-  other update; Adam's steps for the head do not depend on c."""
-  fit = ENTROPY_HEAD_FIT_SCALE * jnp.square(predicted - jax.lax.stop_gradient(bound))
-  return fit - jax.lax.stop_gradient(fit)

@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.latent.diffusion_decoder import (DiffusionDecoder, diffusion_patch_nelbo,
-                                              entropy_head_fit, ordered_patch_nll)
+from bltdiff.latent.diffusion_decoder import DiffusionDecoder
 from bltdiff.latent.local_decoder import (ARDecoder, ParallelDecoder, ar_inputs,
                                           ar_patch_log_prob, parallel_patch_log_prob)
 from bltdiff.latent.local_encoder import LocalEncoder
+from bltdiff.latent.patch_nelbo import diffusion_patch_nelbo, entropy_head_fit, ordered_patch_nll
 
 DECODER_MODES = ('ar', 'parallel', 'diffusion')
 COUNT_LOGIT_SCALE = 32.0  # learning-rate multiplier of p(S)'s logits (see setup)
@@ -63,6 +63,7 @@ class LatentDenoiser(nn.Module):
   dec_nelbo_draws: int = 1  # its NELBO's draws per patch, averaged (patch_log_prob)
   dec_two_stream: bool = False  # its training pass: all positions of one order at once
   dec_entropy_head: bool = False  # its Ĥ(p): a head's prediction, not the first pass
+  dec_block_queries: bool = False  # two streams: also train the T < L steps' predictions
 
   @classmethod
   def from_config(cls, model_config, num_slots: int, max_patch_len: int) -> 'LatentDenoiser':
@@ -75,6 +76,7 @@ class LatentDenoiser(nn.Module):
                dec_nelbo_draws=int(model_config.get('dec_nelbo_draws', 1)),
                dec_two_stream=bool(model_config.get('dec_two_stream', False)),
                dec_entropy_head=bool(model_config.get('dec_entropy_head', False)),
+               dec_block_queries=bool(model_config.get('dec_block_queries', False)),
                **{f: model_config[f] for f in fields})
 
   def setup(self):
@@ -152,15 +154,16 @@ class LatentDenoiser(nn.Module):
     and of the number revealed from `key` (the same bound, less variance, at
     that many decoder rows per patch), and hits / valid [b, P, L] at the
     first draw's hidden positions (two streams: at all, and no count drawn);
-    see `diffusion_decoder.diffusion_patch_nelbo` and `ordered_patch_nll`)."""
+    see `patch_nelbo.diffusion_patch_nelbo` and `ordered_patch_nll`)."""
     b, p, _ = patch_tokens.shape
     if self.decoder_mode == 'diffusion':
       k = self.dec_nelbo_draws  # draw d of patch r is row d·b·P + r
       rows = lambda x: jnp.tile(x.reshape((b * p,) + x.shape[2:]), (k,) + (1,) * (x.ndim - 2))
       cond_r, tok_r, len_r = rows(cond), rows(patch_tokens), rows(lengths)
       if self.dec_two_stream:
-        bound, hits, valid = ordered_patch_nll(lambda y, r: self.decoder.ordered(cond_r, y, r),
-                                               tok_r, len_r, key, self.dec_order_bias)
+        bound, hits, valid = ordered_patch_nll(
+            lambda y, r, q: self.decoder.ordered(cond_r, y, r, q), tok_r, len_r, key,
+            self.dec_order_bias, self.dec_block_queries)
       else:
         bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r,
                                                    len_r, key, self.dec_order_bias)

@@ -44,7 +44,8 @@ STATE_FIELDS = ('model', 'data.seq_len', 'patching.max_patch_len', 'patching.num
 SHAPE_FREE_MODEL_FIELDS = ('model.dropout', 'model.dtype', 'model.schedule', 'model.schedule_eps',
                            'model.attention_window', 'model.slot_weighting', 'model.masking',
                            'model.visible_weight', 'model.dec_order_bias',
-                           'model.dec_nelbo_draws', 'model.dec_two_stream')
+                           'model.dec_nelbo_draws', 'model.dec_two_stream',
+                           'model.dec_block_queries')
 
 # (section, field, value for runs saved before it, a field the section must have
 # for it to apply: the latent model's decoder options, not byte models'): each
