@@ -251,8 +251,9 @@ def grid(settings):
 
 def intra_patch_plan(settings, run, batches: int = 2):
   """The `diffusion` decoder's plan on validation text: per real slot of
-  `batches` batches with half the slots masked (seeded), its first-pass
-  estimate Ĥ(p) and length, and T_steps(p) at each intra_alpha."""
+  `batches` batches with half the slots masked (seeded), its estimate Ĥ(p)
+  (head or first pass: `estimate`) and length, and T_steps(p) at each
+  intra_alpha."""
   model, params, config = run.model, run.params, run.config
   it = pipeline.make_iterator(config.data, config.data.prepared_dir, 'validation',
                               batch_size=settings['batch'], seed=0, num_epochs=1)
@@ -268,7 +269,9 @@ def intra_patch_plan(settings, run, batches: int = 2):
     lengths += np.asarray(patches.lengths)[keep].tolist()
   steps = {f'{a:g}': np.asarray(model.decoder.intra_patch_steps(
       jax.numpy.asarray(entropy), IntraPatchRule(a, 1))).tolist() for a in settings['intra_alphas']}
-  return dict(entropy=entropy, lengths=lengths, steps=steps,
+  estimate = ("the entropy head's predicted NELBO" if config.model.get('dec_entropy_head')
+              else 'summed per-byte entropy of the first pass')
+  return dict(entropy=entropy, lengths=lengths, steps=steps, estimate=estimate,
               max_patch_len=model.patch_config.max_patch_len)
 
 

@@ -76,7 +76,7 @@ def plot_steps(rows, data, distilled: str, path):
 
 def plot_intra_patch(plan, path, bins: int = 12):
   """The `diffusion` decoder's rule on real text: mean intra-patch steps
-  against the first-pass estimate Ĥ(p) (binned, one curve per intra_alpha),
+  against its estimate Ĥ(p) (binned, one curve per intra_alpha),
   over the histogram of Ĥ(p); the legend gives each alpha's mean steps per
   patch and passes per byte of those patches."""
   entropy = np.asarray(plan['entropy'])
@@ -96,7 +96,8 @@ def plot_intra_patch(plan, path, bins: int = 12):
     ax.plot(centers, mean, marker='o', ms=3, lw=1,
             label=f'alpha={alpha}: {steps.mean():.2f} steps/patch, '
                   f'{steps.sum() / lengths.sum():.2f} passes/byte')
-  ax.set_xlabel('Ĥ(p): summed per-byte entropy of the first pass (nats)')
+  ax.set_xlabel('Ĥ(p): ' + plan.get('estimate', 'summed per-byte entropy of the first pass')
+                + ' (nats)')
   ax.set_ylabel('intra-patch steps T_steps(p) (bin mean)')
   ax.legend(fontsize=7)
   fig.tight_layout()

@@ -89,20 +89,24 @@ class Attention(nn.Module):
   window: int = 0  # only read in decode mode; full passes get it through `mask`
 
   @nn.compact
-  def __call__(self, x, mask, positions, kv=None, segments=None):
+  def __call__(self, x, mask, positions, kv=None, segments=None, only_last: int = 0):
     """x: [batch, length, embed]; kv: optional [batch, kv_len, embed] (cross-attention,
     no RoPE); mask: bool [batch, 1, length, kv_len]; positions: int [batch, length];
-    segments: int [batch, length], read in decode mode to keep documents apart."""
+    segments: int [batch, length], read in decode mode to keep documents apart.
+    only_last > 0: only x's last only_last tokens query (self-attention over all
+    of x); the output is theirs alone, [batch, only_last, embed]."""
     dense = lambda name, axes: nn.DenseGeneral(
         features=(self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype,
         kernel_init=nn.with_logical_partitioning(_DENSE_INIT, axes), name=name)
     cross = kv is not None
     kv_in = kv if cross else x
-    q = dense('query', ('embed', 'heads', 'kv'))(x)
+    asking = slice(-only_last, None) if only_last else slice(None)
+    q = dense('query', ('embed', 'heads', 'kv'))(x[:, asking])
     k = dense('key', ('embed', 'heads', 'kv'))(kv_in)
     v = dense('value', ('embed', 'heads', 'kv'))(kv_in)
+    mask = mask if mask is None else mask[:, :, asking]
     if not cross:
-      q, k = rope(q, positions), rope(k, positions)
+      q, k = rope(q, positions[:, asking]), rope(k, positions)
     q = constrain(q, ('act_batch', 'act_length', 'act_heads', None))
     if self.decode:
       k, v, mask = self._update_cache(k, v, positions, segments, mask)
@@ -167,12 +171,19 @@ class TransformerBlock(BlockSettings):
 
   @nn.compact
   def __call__(self, x, mask, positions, *, kv=None, kv_mask=None, segments=None,
-               deterministic=True):
+               deterministic=True, only_last: int = 0):
+    """only_last > 0: the block's output for x's last only_last tokens alone
+    (they attend to all of x): the last block of a stack whose other outputs
+    nobody reads."""
     head_dim = x.shape[-1] // self.num_heads
     drop = nn.Dropout(self.dropout, deterministic=deterministic)
     h = Attention(self.num_heads, head_dim, self.dtype, self.decode, self.window,
                   name='self_attn')(
-        RMSNorm(dtype=self.dtype, name='attn_norm')(x), mask, positions, segments=segments)
+        RMSNorm(dtype=self.dtype, name='attn_norm')(x), mask, positions, segments=segments,
+        only_last=only_last)
+    if only_last:
+      x, positions = x[:, -only_last:], positions[:, -only_last:]
+      kv_mask = kv_mask if kv_mask is None else kv_mask[:, :, -only_last:]
     x = x + drop(h)
     if self.cross_attention:
       h = Attention(self.num_heads, head_dim, self.dtype, name='cross_attn')(
@@ -190,13 +201,15 @@ class Transformer(BlockSettings):
 
   @nn.compact
   def __call__(self, x, mask, positions, *, kv=None, kv_mask=None, segments=None,
-               deterministic=True):
+               deterministic=True, only_last: int = 0):
+    """only_last > 0: the output of x's last only_last tokens alone, [batch,
+    only_last, embed] (the last block computes no other token's)."""
     settings = {f: getattr(self, f) for f in ('num_heads', 'mlp_dim', 'dtype', 'decode',
                                               'cross_attention', 'dropout', 'window')}
     for i in range(self.num_layers):
       x = TransformerBlock(**settings, name=f'block_{i}')(
           x, mask, positions, kv=kv, kv_mask=kv_mask, segments=segments,
-          deterministic=deterministic)
+          deterministic=deterministic, only_last=only_last if i == self.num_layers - 1 else 0)
     return RMSNorm(dtype=self.dtype, name='final_norm')(x)
 
 

@@ -201,6 +201,8 @@ class DiffusionDecoder(nn.Module):
     mask = jnp.concatenate([
         jnp.concatenate([content_sees, jnp.zeros((rows, L, Q), bool)], axis=2),
         jnp.concatenate([query_sees, own], axis=2)], axis=1)[:, None]  # [rows, 1, L+Q, L+Q]
-    out = self.transformer(x, mask, jnp.concatenate([positions, query_positions], axis=1))[:, L:]
+    # Only the queries are read: the last block computes nothing for the content.
+    out = self.transformer(x, mask, jnp.concatenate([positions, query_positions], axis=1),
+                           only_last=Q)
     seen = jnp.where(query_sees, content[:, None, :], vocab.MASK)  # [rows, Q, L]
     return diffusion_constrain(self.readout(out), seen)
