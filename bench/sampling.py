@@ -541,6 +541,11 @@ def intra_patch_notes(out) -> list[str]:
                  f"{h.min():.2f}-{h.max():.2f} nats over {len(h)} "
                  f"validation patches (std {h.std():.3f}; correlation with the patch's length "
                  f"{corr:+.2f}); planned steps T_steps(p) per alpha: " + '; '.join(spread) + '.')
+    others = {k: v for k, v in out.get('intra_patch_spread', {}).items() if k != source}
+    if others:
+      parts.append('Ĥ(p) of the other runs measured: ' + '; '.join(
+          f"{k}: {v['min']:.2f}-{v['max']:.2f} nats, std {v['std']:.3f} ({v['estimate']})"
+          for k, v in sorted(others.items())) + '.')
   return parts
 
 
@@ -729,6 +734,10 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
   out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
   if plan is not None:
     out['intra_patch_plan'] = plan
+    h = np.asarray(plan['entropy'])  # each run's spread, kept as later runs replace the plan
+    out.setdefault('intra_patch_spread', {})[bltdiff_variant] = dict(
+        min=float(h.min()), max=float(h.max()), std=float(h.std()), patches=len(h),
+        estimate=plan.get('estimate'))
   out['models'].update(models or {})
   out['data_patch_bytes'] = data_patch_bytes
   out.setdefault('partial_runs', []).append(dict(

@@ -71,6 +71,8 @@ base config of the systems it names:
   block_queries          the base with a second query per position trained on
                          what a sampler of fewer intra-patch steps sees
                          (model.dec_block_queries; 3L tokens a pass, not 2L)
+  diffusion_visible_recon
+                         the base with visible_recon's training term
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -203,6 +205,8 @@ VARIANTS = {
     'two_stream_order_0': (('bltdiff_diffusion',), _two_stream(0.0)),
     # ... and with block queries (the predictions of fewer than L intra-patch steps).
     'block_queries': (('bltdiff_diffusion',), lambda c: c.model.update(dec_block_queries=True)),
+    # ... and with visible_recon's term: does a latent that uses context give Ĥ(p) a spread?
+    'diffusion_visible_recon': (('bltdiff_diffusion',), _visible_recon),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)

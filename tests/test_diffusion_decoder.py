@@ -556,3 +556,12 @@ def test_adaptive_alpha_and_min_steps_name_the_patch_rule(sampler, decoder_mode,
   options = SamplerOptions.from_config(
       sample, dict(adaptive_alpha=0.5, intra_alpha=2.0, sampler='cached'), 'diffusion')
   assert (options.intra_alpha, options.adaptive_alpha) == (2.0, 0.1)
+
+
+def test_the_diffusion_decoder_demo_config_validates():
+  from bltdiff import config_checks
+  from configs import diffusion_decoder_demo
+  config = diffusion_decoder_demo.get_config()
+  config_checks.validate(config)
+  assert (config.model.decoder_mode, config.model.dec_two_stream,
+          config.model.dec_entropy_head) == ('diffusion', True, True)
