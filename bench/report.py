@@ -374,9 +374,11 @@ SECTIONS = [
      'python bench/sampling.py --samplers=cached '
      '--systems=bltdiff_ar,bltdiff_parallel,bltdiff_diffusion '
      '--out=bench/results/sampling_diffusion_decoder.json && '
-     'for v in one_stream order_2 two_stream_order_2; do python bench/sampling.py '
-     '--bltdiff_variant=$v --samplers=cached --systems=bltdiff_diffusion '
-     '--out=bench/results/sampling_diffusion_decoder.json; done',
+     'for v in one_stream order_2 block_queries diffusion_visible_recon; do python '
+     'bench/sampling.py --bltdiff_variant=$v --samplers=cached --systems=bltdiff_diffusion '
+     '--out=bench/results/sampling_diffusion_decoder.json; done && python bench/sampling.py '
+     '--bltdiff_variant=visible_recon --samplers=cached --systems=bltdiff_ar '
+     '--out=bench/results/sampling_diffusion_decoder.json',
      section_diffusion_decoder,
      'sampling_diffusion_decoder_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
