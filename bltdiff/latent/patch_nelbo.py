@@ -96,8 +96,7 @@ def ordered_patch_nll(ordered_fn, patch_tokens, lengths, key, order_bias: float 
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   bound = jnp.sum(nll[:, :L], axis=-1)
   if block_queries:
-    block = jnp.sum(nll[:, L:], axis=-1)
-    bound = bound + block - jax.lax.stop_gradient(block)
+    bound = bound + gradient_only(jnp.sum(nll[:, L:], axis=-1))
   return bound, jnp.argmax(log_probs[:, :L], -1) == y, jnp.ones(y.shape, bool)
 
 
@@ -123,5 +122,11 @@ def entropy_head_fit(predicted, bound):
   small c = ENTROPY_HEAD_FIT_SCALE: errors of tens of nats squared would
   dominate the global gradient norm that training clips, shrinking every
   other update; Adam's steps for the head do not depend on c."""
-  fit = ENTROPY_HEAD_FIT_SCALE * jnp.square(predicted - jax.lax.stop_gradient(bound))
-  return fit - jax.lax.stop_gradient(fit)
+  return gradient_only(ENTROPY_HEAD_FIT_SCALE
+                       * jnp.square(predicted - jax.lax.stop_gradient(bound)))
+
+
+def gradient_only(term):
+  """term − sg(term): exactly 0, with term's gradient. Added to the bound, it
+  trains what term measures and changes no number the bound reports."""
+  return term - jax.lax.stop_gradient(term)
