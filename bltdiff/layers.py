@@ -98,6 +98,8 @@ class Attention(nn.Module):
     dense = lambda name, axes: nn.DenseGeneral(
         features=(self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype,
         kernel_init=nn.with_logical_partitioning(_DENSE_INIT, axes), name=name)
+    if only_last and self.decode:  # the cache writes every position's key: one token a call
+      raise ValueError('Attention: only_last is for full passes, not decode mode')
     cross = kv is not None
     kv_in = kv if cross else x
     asking = slice(-only_last, None) if only_last else slice(None)
