@@ -36,6 +36,8 @@ base config of the systems it names:
   seed_1                 the base recipe with seed 1 (initialization, data order,
                          evaluation draws): the run-to-run spread that the
                          variants' differences are read against
+  seed_2                 the base recipe with seed 2 (bltdiff ar and diffusion
+                         decoders): a third seed for the gap between the two
   slot_weighting         every masked slot weighs the same in training
                          (model.slot_weighting = 'slot', bltdiff/latent/train_objective.py)
                          instead of by its bytes; the bound reported is unchanged
@@ -146,6 +148,10 @@ def _seed_1(c):
   c.update(seed=1)
 
 
+def _seed_2(c):
+  c.update(seed=2)
+
+
 def _one_stream(beta):
   return lambda c: c.model.update(dec_order_bias=beta, dec_two_stream=False,
                                   dec_entropy_head=False)
@@ -179,6 +185,7 @@ VARIANTS = {
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
     'seed_1': (('bltdiff_ar', 'byte_mdlm', 'bltdiff_diffusion'), _seed_1),
+    'seed_2': (('bltdiff_ar', 'bltdiff_diffusion'), _seed_2),
     'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
     'decoder_x2_seed_1': (('bltdiff_ar',), _combined(_decoder_x2, _seed_1)),

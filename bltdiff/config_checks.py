@@ -77,7 +77,12 @@ def validate(config, num_batch_shards: int = 1):
 
   s = config.sample
   _positive_int(config, 'sample.num_samples')
-  SamplerOptions.from_config(s).check(where='sample.')
+  options = SamplerOptions.from_config(s)
+  options.check(where='sample.')
+  _require(not options.intra_speculative or (m.get('decoder_mode') == 'diffusion'
+                                             and m.get('dec_two_stream', False)),
+           'sample.intra_patch.speculative: checks drafts with a two-stream diffusion decoder '
+           '(model.decoder_mode = diffusion, model.dec_two_stream = True); set it to False')
   if s.sampler not in model_cls.samplers:
     raise ConfigError(f'sample.sampler: {m.kind} has samplers {model_cls.samplers}, got '
                       f'{s.sampler!r}')

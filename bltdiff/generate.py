@@ -14,6 +14,8 @@ max(⌈α·Ĥ(p)⌉, T_min)) intra-patch steps: with the cached or ancestral sam
 --adaptive_alpha=α --min_steps=T_min set them (the proposal's names); with
 adaptive or confidence those are the latent sampler's own, and
 --intra_alpha / --intra_min_steps (which always win) set the patch rule.
+--intra_speculative (two-stream decoders) makes each pass check left-to-right
+drafts instead: the exact left-to-right chain in fewer passes than bytes.
 Prompting, infilling and --total_length: see bltdiff/sample_request.py (the
 Python API `bltdiff.load(DIR).sample(...)` takes the same requests).
 

@@ -12,7 +12,8 @@ from absl import flags
 
 from bltdiff.sampling.options import SamplerOptions
 
-_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string,
+           bool: flags.DEFINE_bool}
 OPTION_FLAGS = {
     f.name: _DEFINE[type(f.default)](f.name, None, f.metadata['help'] + ' Default: config.sample.')
     for f in dataclasses.fields(SamplerOptions)}

@@ -27,23 +27,31 @@ count), which `tests/test_sampling_cost.py` bounds at a few per cent of a run
 by counting the whole compiled sampler with the run's trip count.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from bltdiff import flops
+from bltdiff.latent.sampling import intra_patch_rule
 from bltdiff.models import byte_ar
 from bltdiff.sampling import categorical, registry
 from bltdiff.sampling.options import SamplerOptions
 
 
-def callback_flops(model, params, top_p: float, num_samples: int, length: int) -> dict:
+def callback_flops(model, params, top_p: float, num_samples: int, length: int,
+                   intra_patch=None) -> dict:
   """FLOPs of one call of each adapter callback on an unprompted batch of
   num_samples rows, every unit revealed (so gathering samplers count all their
   rows): {'predict', 'propose', 'commit', 'entropy_scores',
   'remaining_entropy', 'confidence_scores'}, and 'propose_step' (one more
   intra-patch pass of the `diffusion` decoder; 0 for others): propose with
-  its loop run k more times costs propose + k · propose_step."""
+  its loop run k more times costs propose + k · propose_step. intra_patch:
+  the `diffusion` decoder's rule the run used (its loop body differs with
+  intra_patch.speculative); None: the adapter's default."""
   adapter, state = model.sampler_adapter(params, top_p, num_samples, length)
+  if intra_patch is not None and intra_patch_loop(model):
+    adapter = dataclasses.replace(adapter, intra_patch=intra_patch)
   key = jax.random.PRNGKey(0)
   with jax.enable_x64(True):  # as the samplers trace (float64 Gumbel noise)
     prediction = jax.eval_shape(adapter.predict, state)
@@ -107,7 +115,8 @@ def run_flops(model, params, options: SamplerOptions, stats: dict, num_samples: 
     return {'total': step * stats['steps'] + prompt_flops, 'decode_steps': step * stats['steps']}
   adapter, state = model.sampler_adapter(params, options.top_p, num_samples, length)
   units = adapter.masked(state).size  # rows x slots (latent) or rows x bytes
-  per_call = callback_flops(model, params, options.top_p, num_samples, length)
+  per_call = callback_flops(model, params, options.top_p, num_samples, length,
+                            intra_patch_rule(options))
   calls = calls_made(options, stats, units)
   if intra_patch_loop(model):  # passes after the first, which is in propose
     calls['propose_step'] = (stats['decoder_row_passes'] - stats['decoder_rows']) / units

@@ -76,6 +76,8 @@ def sample_config(**overrides) -> ml_collections.ConfigDict:
   # The `diffusion` local decoder's intra-patch steps T_steps(p) =
   # min(L, max(ceil(alpha * Ĥ(p)), min_steps)); flags --intra_alpha, --intra_min_steps
   # (or, with the cached / ancestral sampler, --adaptive_alpha, --min_steps).
+  # speculative (--intra_speculative, two-stream decoders): passes check
+  # left-to-right drafts, an exact draw of the chain in fewer passes.
   c['intra_patch'] = {config_name: defaults[field]
                       for field, config_name in INTRA_PATCH_CONFIG.items()}
   c.update(overrides)

@@ -43,6 +43,9 @@ def test_bad_value_names_the_field(make_config, overrides, field):
     ({'model.decoder_mode': 'diffusion', 'model.dec_block_queries': True},
      'model.dec_block_queries'),  # without two streams
     ({'model.decoder_mode': 'diffusion', 'model.dec_nelbo_draws': 0}, 'model.dec_nelbo_draws'),
+    ({'sample.intra_patch.speculative': True}, 'sample.intra_patch.speculative'),  # ar decoder
+    ({'model.decoder_mode': 'diffusion', 'sample.intra_patch.speculative': True},
+     'sample.intra_patch.speculative'),  # one stream
 ])
 def test_bad_decoder_option_names_the_field(make_latent_config, overrides, field):
   with pytest.raises(ConfigError) as err:

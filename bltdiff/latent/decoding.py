@@ -12,7 +12,9 @@
                               mean log-probability per symbol of that patch (the
                               confidence sampler's score: no draw, no length bias)
 
-`diffusion` decodes a patch in T_steps(p) passes, its rule in `intra_patch`.
+`diffusion` decodes a patch in T_steps(p) passes, its rule in `intra_patch`,
+by `reveal` (masked diffusion's reverse process) or `speculative` (the
+left-to-right chain, drafts checked in parallel; intra_patch.speculative).
 
 Draws are reproducible per row: row r of N gets the noise it would get in a
 draw over all N rows, so drawing a gathered subset gives exactly the rows the
@@ -25,11 +27,13 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import vocab
+from bltdiff.errors import ConfigError
 from bltdiff.latent import slot_gather
-from bltdiff.latent.intra_patch import (EXACT_INTRA_PATCH, IntraPatchRule, reveal_quota,
-                                        reveal_ranks)
-from bltdiff.latent.diffusion_decoder import diffusion_lengths, patch_complete
+from bltdiff.latent.diffusion_decoder import diffusion_lengths
+from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule, reveal_ranks
 from bltdiff.latent.local_decoder import START, ARDecoder
+from bltdiff.latent.reveal import reveal_draw
+from bltdiff.latent.speculative import speculative_draw
 from bltdiff.sampling import categorical, rules
 
 ENTROPY_ESTIMATE_KEY = 7  # the draw behind `ar`/`parallel` entropy estimates (any fixed key)
@@ -252,45 +256,37 @@ class PatchDecoder:
     return (out.astype(jnp.int32), lengths.astype(jnp.int32),
             total / jnp.sum(counted, -1).astype(jnp.float32))
 
+  def check_pass(self, params, cond_rows, z):
+    """The left-to-right chain's conditionals given a full guess: cond [rows, D_dec], z
+    [rows, L] (no MASK) -> log p(y_j = · | z_<j) [rows, L, DEC_VOCAB], every j in one
+    two-stream pass (`speculative`)."""
+    if not self.net.dec_two_stream:
+      raise ConfigError('sample.intra_patch.speculative: checks drafts with a two-stream '
+                        'diffusion decoder (model.dec_two_stream = True)')
+    rank = jnp.broadcast_to(jnp.arange(self.max_patch_len, dtype=jnp.int32), z.shape)
+    return self._decoder(params, lambda dec, c, x, r: dec.ordered(c, x, r), cond_rows, z, rank)
+
   def _draw_diffusion(self, params, key, cond, top_p, rows, num_rows, intra_patch, valid=None):
     """(bytes [k, L], lengths [k], Ĥ [k], passes run per row [k]; 0 where not valid [k]).
 
-    Row r plans T_steps(p) passes; it stops earlier once complete: every
-    position before its first revealed end is revealed, so the rest is
-    END_OF_PATCH by `diffusion_constrain` (a pass there draws nothing). Its
-    bytes are the same either way; only the passes are saved."""
+    Row r plans T_steps(p) passes, drawn by `reveal` (a random order) or, with
+    intra_patch.speculative, by `speculative` (left to right, exact when
+    uncapped); either stops a row once its patch is decided."""
     k, L = cond.shape[0], self.max_patch_len
     order_key, step_key = jax.random.split(key)
-    batch = k if rows is None else num_rows
-    noise = jax.random.uniform(order_key, (batch, L))
-    rank = reveal_ranks(noise if rows is None else noise[rows], self.net.dec_order_bias)
-    masked = jnp.full((k, L), vocab.MASK, jnp.int32)
     first = self.first_pass(params, cond)
     entropy = self.entropy_estimate(params, cond, first)
     steps = self.intra_patch_steps(entropy, intra_patch)
     if valid is not None:
       steps = jnp.where(valid, steps, 0)
-
-    def active(step, z):  # [k]: rows still decoding at this step
-      return (step < steps) & ~patch_complete(z)
-
-    def reveal(step, log_probs, z):
-      drawn = categorical.gumbel_argmax(jax.random.fold_in(step_key, step),
-                                        categorical.top_p_filter(log_probs, top_p), rows,
-                                        num_rows)
-      running = active(step, z)  # finished rows frozen
-      new = (z == vocab.MASK) & (rank < reveal_quota(step, steps, L)[:, None]) & running[:, None]
-      return jnp.where(new, drawn, z), running.astype(jnp.int32)
-
-    def body(carry):
-      step, z, taken = carry
-      z, ran = reveal(step, self.denoise_patch(params, cond, z, rank), z)
-      return step + 1, z, taken + ran
-
-    z, taken = reveal(jnp.int32(0), first, masked)
-    _, z, taken = jax.lax.while_loop(lambda c: jnp.any(active(c[0], c[1])), body,
-                                     (jnp.int32(1), z, taken))
+    if intra_patch.speculative:
+      z, taken = speculative_draw(first, lambda z: self.check_pass(params, cond, z), steps,
+                                  step_key, top_p, rows, num_rows)
+    else:
+      noise = jax.random.uniform(order_key, (k if rows is None else num_rows, L))
+      rank = reveal_ranks(noise if rows is None else noise[rows], self.net.dec_order_bias)
+      z, taken = reveal_draw(first, lambda z: self.denoise_patch(params, cond, z, rank), steps,
+                             rank, step_key, top_p, rows, num_rows)
     lengths = diffusion_lengths(z)
     out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
     return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken
-

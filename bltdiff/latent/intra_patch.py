@@ -25,10 +25,11 @@ position but the first.
 Step k of T reveals positions in a random order drawn per row
 (`reveal_ranks`), ⌊(k+1)·L/T⌋ revealed after it, so T = L is one position
 per step (the reverse process whose likelihood the NELBO bounds) and T = 1
-is one-pass decoding. A patch stops early once complete (every position
-before its first end revealed: the rest can only be the end). Rows run to
-the buffer's largest count of passes, finished rows frozen; every pass is a
-decoder call on the whole buffer, which the cost accounting counts
+is one-pass decoding (`reveal`). With speculative, T caps the passes of
+self-speculative decoding instead (`speculative`: the left-to-right chain,
+exact when the cap is not reached). A patch stops early once decided. Rows
+run to the buffer's largest count of passes, finished rows frozen; every
+pass is a decoder call on the whole buffer, which the cost accounting counts
 (`decoding.PatchDecoder.draw_revealed`'s `passes`).
 
 The order (model.dec_order_bias = β): Plackett–Luce with weight
@@ -55,9 +56,12 @@ import jax.numpy as jnp
 
 
 class IntraPatchRule(NamedTuple):
-  """T_steps(p) = min(L, max(⌈alpha · Ĥ(p)⌉, min_steps)) of the `diffusion` decoder."""
+  """T_steps(p) = min(L, max(⌈alpha · Ĥ(p)⌉, min_steps)) of the `diffusion` decoder;
+  speculative: its passes check left-to-right drafts (`speculative`) instead of
+  revealing positions in a random order (`reveal`)."""
   alpha: float
   min_steps: int
+  speculative: bool = False
 
 
 EXACT_INTRA_PATCH = IntraPatchRule(math.inf, 1)  # one position per step: T = L

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import layers, vocab
-from bltdiff.latent import intra_patch
 
 DEC_VOCAB = vocab.END_OF_PATCH + 1  # 259: MASK (257) is in range but never allowed
 START = vocab.MASK  # input symbol of the first decoder position (never a data byte)

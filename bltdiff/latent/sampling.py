@@ -55,7 +55,7 @@ COUNTERS = ('decoder_rows', 'encoder_rows', 'decoder_passes', 'decoder_row_passe
 
 def intra_patch_rule(options: SamplerOptions) -> IntraPatchRule:
   """The `diffusion` decoder's step rule of a run's options."""
-  return IntraPatchRule(options.intra_alpha, options.intra_min_steps)
+  return IntraPatchRule(options.intra_alpha, options.intra_min_steps, options.intra_speculative)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +162,9 @@ def compiled_sampler(model, options: SamplerOptions, draw_count: bool):
   the number of generated slots comes from p(S) (conditioned on leaving at least
   one slot after the prompt); otherwise the template's gap is used as given."""
   P = model.patch_config.num_slots
+  if options.intra_speculative and model.decoder_mode != 'diffusion':
+    raise ConfigError('sample.intra_patch.speculative: only the diffusion decoder has '
+                      f'intra-patch passes (decoder_mode={model.decoder_mode!r})')
 
   @jax.jit
   def run(params, key, state):

@@ -16,21 +16,25 @@ def run_with_x64(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
 
+def row_uniform(key, shape, rows=None, num_rows: int | None = None):
+  """Uniform noise in (0, 1) of `shape` [k, ...], float64 when x64 is enabled.
+  With rows (int [k]), the k rows are rows of a batch of num_rows: each gets
+  the noise that row would get over the whole batch, so drawing a gathered
+  subset gives exactly the whole batch's draws."""
+  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+  full = tuple(shape) if rows is None else (num_rows,) + tuple(shape[1:])
+  u = jax.random.uniform(key, full, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+  return u if rows is None else u[rows]
+
+
 def gumbel_argmax(key, log_probs, rows=None, num_rows: int | None = None):
   """One categorical draw per row of log_probs [..., vocab] -> int32 [...].
 
-  The noise is float64 when x64 is enabled (as inside `run_with_x64`). With
-  rows (int [k]) the k rows of log_probs [k, ...] are rows of a batch of
-  num_rows: each gets the noise that row would get in a draw over the whole
-  batch, so drawing a gathered subset gives exactly the whole batch's draws."""
-  dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-  tiny = jnp.finfo(dtype).tiny
-  shape = log_probs.shape if rows is None else (num_rows,) + log_probs.shape[1:]
-  u = jax.random.uniform(key, shape, dtype, minval=tiny, maxval=1.0)
-  if rows is not None:
-    u = u[rows]
+  The noise is float64 when x64 is enabled (as inside `run_with_x64`); rows /
+  num_rows as `row_uniform`."""
+  u = row_uniform(key, log_probs.shape, rows, num_rows)
   gumbel = -jnp.log(-jnp.log(u))
-  return jnp.argmax(log_probs.astype(dtype) + gumbel, axis=-1).astype(jnp.int32)
+  return jnp.argmax(log_probs.astype(u.dtype) + gumbel, axis=-1).astype(jnp.int32)
 
 
 def top_p_filter(log_probs, top_p: float):

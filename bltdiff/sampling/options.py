@@ -11,7 +11,8 @@ from typing import Any
 from bltdiff.errors import ConfigError
 
 # SamplerOptions field -> its name in config.sample.intra_patch.
-INTRA_PATCH_CONFIG = {'intra_alpha': 'alpha', 'intra_min_steps': 'min_steps'}
+INTRA_PATCH_CONFIG = {'intra_alpha': 'alpha', 'intra_min_steps': 'min_steps',
+                      'intra_speculative': 'speculative'}
 # The latent samplers with a step rule of their own (they read adaptive_alpha
 # and min_steps); with any other, those two options given to a `diffusion`
 # decoder run are the intra-patch rule's (see `route_step_rule_options`).
@@ -63,6 +64,9 @@ class SamplerOptions:
                                "patch's estimated entropy (large: one byte per step; 0: one "
                                'pass).')
   intra_min_steps: int = _option(1, 'diffusion decoder: fewest intra-patch steps per patch.')
+  intra_speculative: bool = _option(False, 'diffusion decoder (two streams): check left-to-right '
+                                    'drafts in each pass (self-speculative, exact) instead of '
+                                    'revealing a random order; the steps cap its passes.')
 
   @property
   def step_cap(self) -> int:
@@ -118,6 +122,9 @@ class SamplerOptions:
     if not positive(self.intra_min_steps):
       raise ConfigError(f'{where_intra("intra_min_steps")}: must be a positive integer, got '
                         f'{self.intra_min_steps!r}')
+    if not isinstance(self.intra_speculative, bool):
+      raise ConfigError(f'{where_intra("intra_speculative")}: must be True or False, got '
+                        f'{self.intra_speculative!r}')
 
 
 def option_help() -> dict[str, str]:

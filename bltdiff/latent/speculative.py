@@ -1,0 +1,118 @@
+"""Self-speculative intra-patch decoding: the `diffusion` decoder's
+left-to-right chain, drawn exactly, in fewer passes than the patch has symbols.
+
+A two-stream decoder (model.dec_two_stream) gives, in one teacher-forced pass
+over a full guess z [L] (`DiffusionDecoder.ordered` with ranks 0..L−1), every
+conditional of the left-to-right chain at once:
+
+    p_j(·) = p_D(y_j = · | z_<j, h)                            [rows, L, V]
+
+so a pass can check guesses at all positions together, the way speculative
+sampling (Leviathan et al. 2023; Chen et al. 2023) checks a draft model's
+tokens, with the decoder as its own drafter:
+
+  pass 1    the all-masked pass (`first_pass`, run anyway for Ĥ(p)). Its
+            query at position 0 sees nothing, as in the chain, so y_0 drawn
+            from it is exact; every other position gets a draft z_j ~ q_j,
+            q_j that pass's prediction from no context.
+  pass k>1  a check: with s positions settled, position j ≥ s is accepted
+            when every position from s to j−1 was and u_j < p_j(z_j)/q_j(z_j);
+            the first rejected one, r, is redrawn from the residual
+            norm(max(0, p_r − q_r)); positions after r get fresh drafts from
+            this pass's p_j (computed from the rejected guess: stale, still
+            a fixed distribution when they are drawn), which become their q.
+            Settled: r + 1 (all L when nothing is rejected).
+
+Why exact: given the settled prefix y_<j, a draft z_j was drawn from a q_j
+fixed before its noise, independently of the acceptance draws before it, so
+accept-or-resample yields y_j ~ p_j(· | y_<j) (the speculative-sampling
+identity min(p, q) + max(0, p − q) = p). Each pass settles at least one
+position, so a patch of len bytes costs at most len + 1 passes, the `ar`
+decoder's count, and fewer when drafts are right. A row stops when its
+settled prefix holds an END_OF_PATCH (the rest is forced) or covers L.
+
+T_steps(p) (`intra_patch`) caps a row's passes: a row stopped by the cap
+keeps its last drafts, so α = 0 with T_min = 1 is one-pass decoding and
+α → ∞ the exact chain. top_p filters p and q alike, so the draw is exact for
+the nucleus-filtered chain.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from bltdiff import vocab
+from bltdiff.sampling import categorical
+
+
+def accept_or_resample(p, q, drafts, uniform):
+  """The speculative-sampling test at every position.
+
+  p, q: log-probs [rows, L, V] (the checked conditionals, the drafts' law);
+  drafts [rows, L] int drawn from q; uniform [rows, L] in (0, 1).
+  -> (accepted bool [rows, L]: u < p(x)/q(x); residual log-probs
+  [rows, L, V]: norm(max(0, p − q)), or p where that is all zero, which
+  happens only when p = q and nothing is rejected)."""
+  p_x = jnp.take_along_axis(p, drafts[..., None], -1)[..., 0]
+  q_x = jnp.take_along_axis(q, drafts[..., None], -1)[..., 0]
+  accepted = jnp.log(uniform) < p_x - q_x
+  excess = jnp.maximum(jnp.exp(p) - jnp.exp(q), 0.0)
+  mass = jnp.sum(excess, -1, keepdims=True)
+  residual = jnp.where(mass > 0, jnp.log(excess) - jnp.log(jnp.where(mass > 0, mass, 1.0)), p)
+  return accepted, residual
+
+
+def settled(z, num_settled):
+  """z [rows, L], num_settled [rows] -> bool [rows]: the patch is decided,
+  its settled prefix covers L or holds an END_OF_PATCH (the rest is forced)."""
+  j = jnp.arange(z.shape[1])[None, :]
+  ended = jnp.any((z == vocab.END_OF_PATCH) & (j < num_settled[:, None]), axis=-1)
+  return ended | (num_settled >= z.shape[1])
+
+
+def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, rows=None,
+                     num_rows=None):
+  """Draws each row's patch symbols by self-speculative decoding (module doc).
+
+  first_log_probs [k, L, V]: the all-masked pass; check(z [k, L]) -> log-probs
+  [k, L, V] of the left-to-right chain at every position given z's prefix;
+  steps [k]: T_steps(p), the most passes per row (0: the row is not decoded);
+  key: the draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in
+  one-pass decoding); rows / num_rows as `categorical.gumbel_argmax`.
+  -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row)."""
+  k, L = first_log_probs.shape[:2]
+  j = jnp.arange(L)[None, :]
+  accept_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
+  q = categorical.top_p_filter(first_log_probs, top_p)
+  z = categorical.gumbel_argmax(jax.random.fold_in(key, 0), q, rows, num_rows)
+  decoding = steps > 0
+  num_settled = jnp.where(decoding, 1, 0).astype(jnp.int32)
+  passes = num_settled
+
+  def active(passes, z, num_settled):  # [k]
+    return (passes < steps) & ~settled(z, num_settled)
+
+  def body(carry):
+    check_index, z, q, num_settled, passes = carry
+    p = categorical.top_p_filter(check(z), top_p)
+    uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), (k, L), rows,
+                                      num_rows)
+    accepted, residual = accept_or_resample(p, q, z, uniform)
+    rejected = (j >= num_settled[:, None]) & ~accepted
+    first_rejected = jnp.min(jnp.where(rejected, j, L), axis=-1, keepdims=True)  # [k, 1]
+    # One noise draw per pass serves both: the residual at r, fresh drafts after it.
+    noise = jax.random.fold_in(draw_key, check_index)
+    redrawn = categorical.gumbel_argmax(noise, jnp.where(j[..., None] == first_rejected[..., None],
+                                                         residual, p), rows, num_rows)
+    running = active(passes, z, num_settled)[:, None]
+    keep = (j < first_rejected) | ~running
+    new_z = jnp.where(keep, z, redrawn)
+    new_q = jnp.where(((j > first_rejected) & running)[..., None], p, q)
+    new_settled = jnp.where(running[:, 0], jnp.minimum(first_rejected[:, 0] + 1, L),
+                            num_settled)
+    return (check_index + 1, new_z, new_q, new_settled.astype(jnp.int32),
+            passes + running[:, 0].astype(jnp.int32))
+
+  _, z, _, _, passes = jax.lax.while_loop(
+      lambda c: jnp.any(active(c[4], c[1], c[3])), body,
+      (jnp.int32(0), z, q, num_settled, passes))
+  return z, passes
