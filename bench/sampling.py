@@ -18,7 +18,9 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   sampler at several thresholds; byte AR (cached decoding). The `diffusion`
   decoder: the cached sampler at every fixed step count with the intra-patch
   rule at intra_alpha_default, and at intra_sweep_steps each of intra_alphas
-  (0: one pass per patch; 1e9: one byte per pass).
+  (0: one pass per patch; 1e9: one byte per pass); and, for two-stream runs,
+  self-speculative decoding at every fixed step count (sample.intra_patch.
+  speculative: passes check left-to-right drafts; bltdiff/latent/speculative.py).
 - Distilled (system `bltdiff_distilled`, unless --nodistill): the bltdiff `ar`
   run as the teacher of SDTT rounds (bltdiff/training/distill.py, the train
   section of configs/distill_demo.py, `distill_steps_per_round` steps each)
@@ -237,6 +239,10 @@ def grid(settings):
   out += [('bltdiff_diffusion', cached(settings['intra_sweep_steps'], a),
            f"{settings['intra_sweep_steps']} steps, intra_alpha={a:g}")
           for a in settings['intra_alphas'] if a != settings['intra_alpha_default']]
+  # ... and self-speculative decoding, uncapped (the exact left-to-right chain;
+  # two-stream runs only, `runnable`).
+  out += [('bltdiff_diffusion', dataclasses.replace(cached(t, 1e9), intra_speculative=True),
+           f'{t} steps, speculative') for t in settings['bltdiff_steps']]
   if settings.get('distill', True):
     # The teacher at its own step count and at each student's (what the
     # rounds buy at equal steps), then the students.
@@ -284,11 +290,19 @@ def in_partial_run(system: str, sampler: str, samplers=None, systems=None) -> bo
                                       for s in systems)))
 
 
+def runnable(row, loaded) -> bool:
+  """Whether the run of a grid row can sample it: speculative decoding needs a
+  two-stream diffusion decoder (a one-stream variant skips those rows)."""
+  system, options, _ = row
+  return not options.intra_speculative or loaded[system].model.net.dec_two_stream
+
+
 def generate(settings, loaded, samplers=None, systems=None):
   """Draws every row's batches (only those `in_partial_run`, when samplers or
   systems are given), interleaved seed by seed. Returns (rows,
   {row index: {'tokens': [...], 'stats': [...], 'seconds': [...]}})."""
-  rows = [r for r in grid(settings) if in_partial_run(r[0], r[1].sampler, samplers, systems)]
+  rows = [r for r in grid(settings) if in_partial_run(r[0], r[1].sampler, samplers, systems)
+          and runnable(r, loaded)]
   out = {i: dict(tokens=[], stats=[], seconds=[]) for i in range(len(rows))}
   for seed in range(settings['seeds']):
     for i, (system, options, _) in enumerate(rows):
@@ -452,10 +466,15 @@ def notes(out) -> str:
   for run in out.get('partial_runs', ()):
     which = ', '.join(run.get('samplers', []) + run.get('systems', []))
     variant = run.get('bltdiff_variant', 'base')
+    judge = run.get('evaluator_bpb')  # None: runs before it was recorded
+    retrained = judge is not None and abs(judge - out['evaluator']['validation_bpb']) > 1e-6
     parts.append(f"The {which} rows were measured on {run['date']}, apart from the others "
                  '(wall times of runs apart compare less well)'
                  + (f", from bench/scaling.py's {variant} run (validation bpb "
-                    f"{variant_model(out, variant)['bpb']:.3f})." if variant != 'base' else '.'))
+                    f"{variant_model(out, variant)['bpb']:.3f})" if variant != 'base' else '')
+                 + (f"; its evaluator's validation bpb read {judge:.4f} (the full run's "
+                    f"{out['evaluator']['validation_bpb']:.4f})" if retrained else '')
+                 + '.')
   for drop in out.get('dropped', ()):
     parts.append(f"The {', '.join(drop['systems'])} rows were removed on {drop['date']}: that "
                  "model's code has changed since (bench/sampling.py --drop_systems).")
@@ -518,6 +537,8 @@ def intra_patch_notes(out) -> list[str]:
   elif ar_passes:
     parts.append("No diffusion row reaches the ar decoder's quality (no interval overlaps its "
                  "best row's).")
+  parts.extend(speculative_notes(diffusion, ar_best, statistics.mean(ar_passes)
+                                 if ar_passes else None))
   passes = [r['decoder_passes_per_byte'] for r in parallel if r.get('decoder_passes_per_byte')]
   few = [r for r in diffusion if passes and r['decoder_passes_per_byte'] <= 1.1 * max(passes)]
   if few:
@@ -546,6 +567,42 @@ def intra_patch_notes(out) -> list[str]:
       parts.append('Ĥ(p) of the other runs measured: ' + '; '.join(
           f"{k}: {v['min']:.2f}-{v['max']:.2f} nats, std {v['std']:.3f} ({v['estimate']})"
           for k, v in sorted(others.items())) + '.')
+  return parts
+
+
+def speculative_notes(diffusion, ar_best, ar_passes) -> list[str]:
+  """Per run (variant) measured: its speculative rows against its reveal rows
+  at one position per pass (T = L, the other exact chain) at the same latent
+  step counts, and the best speculative row against the ar decoder's best."""
+  parts = []
+  by_run = {}
+  for r in diffusion:
+    by_run.setdefault(r.get('variant', 'base'), []).append(r)
+  for run, rows in sorted(by_run.items()):
+    label = lambda r: r['option'].split(': ')[-1]
+    spec = {r['steps']: r for r in rows if label(r).endswith(', speculative')}
+    reveal = {r['steps']: r for r in rows if r['sampler_options']['intra_alpha'] >= 1.0
+              and not r['sampler_options'].get('intra_speculative')
+              and label(r) == f"{r['steps']} steps, intra_alpha={r['sampler_options']['intra_alpha']:g}"}
+    both = sorted(set(spec) & set(reveal))
+    if not both:
+      continue
+    mean = lambda rs, k: statistics.mean(r[k] for r in rs)
+    s_rows, r_rows = [spec[t] for t in both], [reveal[t] for t in both]
+    span = lambda rs: f"{min(r['gen_bpb'] for r in rs):.3f}-{max(r['gen_bpb'] for r in rs):.3f}"
+    best = min(s_rows, key=lambda r: r['gen_bpb'])
+    ci = f"[{best['gen_bpb_ci'][0]:.3f}, {best['gen_bpb_ci'][1]:.3f}]"
+    parts.append(
+        f"Speculative decoding ({run} run, latent steps {both[0]}-{both[-1]}): "
+        f"{mean(s_rows, 'decoder_passes_per_byte'):.2f} decoder passes per byte against "
+        f"{mean(r_rows, 'decoder_passes_per_byte'):.2f} for reveal decoding at one position per "
+        f"pass, gen-bpb {span(s_rows)} against {span(r_rows)}; wall time per sample "
+        f"{mean(s_rows, 'wall_s_per_sample') / mean(r_rows, 'wall_s_per_sample'):.2f}x reveal's. "
+        f"Its best row ({best['option']}: {best['gen_bpb']:.3f} {ci}) against the ar decoder's "
+        f"best ({ar_best['gen_bpb']:.3f} [{ar_best['gen_bpb_ci'][0]:.3f}, "
+        f"{ar_best['gen_bpb_ci'][1]:.3f}])"
+        + (f": {ar_passes / best['decoder_passes_per_byte']:.2f}x fewer passes per byte"
+           if ar_passes else '') + '.')
   return parts
 
 
@@ -706,11 +763,13 @@ def summarize(out: dict, out_path: Path):
 
 
 def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems, seconds: float,
-                 plan=None, models=None, bltdiff_variant='base', data_patch_bytes=None):
+                 plan=None, models=None, bltdiff_variant='base', data_patch_bytes=None,
+                 evaluator_bpb=None):
   """Puts a partial run's rows (every row `in_partial_run`) in place of the
   same rows in the JSON at out_path, whose other rows stay, and records the
   run, so that the notes can say which rows were measured when; `plan`
-  replaces the intra-patch plan."""
+  replaces the intra-patch plan; evaluator_bpb: the validation bpb of the
+  evaluator that scored them (a run directory trained again can differ)."""
   if not out_path.exists():
     sys.exit(f'--samplers: {out_path} has no full run to add rows to')
   out = json.loads(out_path.read_text())
@@ -743,7 +802,7 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
   out.setdefault('partial_runs', []).append(dict(
       samplers=list(samplers or ()), systems=list(systems or ()), bltdiff_variant=bltdiff_variant,
       date=time.strftime('%Y-%m-%d'), seconds=round(seconds, 1),
-      machine=report.machine_description()))
+      machine=report.machine_description(), evaluator_bpb=evaluator_bpb))
   summarize(out, out_path)
 
 
@@ -800,7 +859,8 @@ def main(argv):
               {k: r[k] for k in ('params', 'train_flops', 'steps', 'bpb', 'variant')}
               for r in system_rows if r.get('variant')}
     replace_rows(out_path, settings, args.config, rows, args.samplers, args.systems,
-                 time.time() - begin, plan, models, variant, data_patch_bytes)
+                 time.time() - begin, plan, models, variant, data_patch_bytes,
+                 evaluator_row['validation_bpb'])
     return
   rows = measure(settings, loaded, loaded['evaluator'], samples_dir(out_path))
   data = data_row(loaded['evaluator'].config, loaded['evaluator'], settings)
