@@ -149,6 +149,7 @@ def comparisons(runs) -> list:
       lines.append(f"- bltdiff {variant} / byte MDLM at {budget:g}x: "
                    f"{r['bound_fixed_t'] / ref['bound_fixed_t']:.3f} from the fixed-t "
                    f"estimates, {r['bound'] / ref['bound']:.3f} from the runs' bounds")
+  lines += decoder_gap(by)
   groups = {}
   for r in runs:
     groups.setdefault((r['system'], r['variant']), []).append(r)
@@ -167,6 +168,34 @@ def comparisons(runs) -> list:
                  f"{log_slope(group, 'bound_fixed_t'):.3f} from the fixed-t estimates, "
                  f"{log_slope(group, 'bound'):.3f} from the runs' bounds"
                  + (f" (over the same budgets, fixed t: {', '.join(same)})" if same else ''))
+  return lines
+
+
+SEED_VARIANTS = ('base', 'seed_1', 'seed_2')  # the base recipe at seeds 0, 1, 2
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student's t, two-sided 95%, by dof
+
+
+def decoder_gap(by) -> list:
+  """Issue 16's likelihood target, seed by seed: the diffusion decoder's fixed-t
+  bound over the ar decoder's at each budget where both ran at a seed, the
+  seeds' mean and its 95% t-interval (few seeds: a wide one)."""
+  lines = []
+  for budget in sorted({b for (_, _, b) in by}):
+    gaps = {}
+    for variant in SEED_VARIANTS:
+      pair = [by.get((system, variant, budget)) for system in ('bltdiff_diffusion', 'bltdiff_ar')]
+      if all(pair):
+        gaps[variant] = pair[0]['bound_fixed_t'] / pair[1]['bound_fixed_t'] - 1
+    if not gaps:
+      continue
+    line = (f"- bltdiff diffusion / ar decoder at {budget:g}x, fixed t: "
+            + ', '.join(f'{100 * g:+.1f}% ({v})' for v, g in gaps.items()))
+    if len(gaps) >= 2:
+      values = np.array(list(gaps.values()))
+      half = T_975[len(values) - 1] * values.std(ddof=1) / np.sqrt(len(values))
+      line += (f"; mean {100 * values.mean():+.1f}%, 95% t-interval "
+               f"[{100 * (values.mean() - half):+.1f}%, {100 * (values.mean() + half):+.1f}%]")
+    lines.append(line)
   return lines
 
 
