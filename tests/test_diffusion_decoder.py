@@ -17,6 +17,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from bltdiff import sampling_cost, vocab
+from bltdiff.errors import ConfigError
 from bltdiff.latent import intra_patch
 from bltdiff.latent.diffusion import LatentMDLM
 from bltdiff.latent.diffusion_decoder import diffusion_lengths, diffusion_targets
@@ -533,6 +534,10 @@ def test_training_lowers_the_loss_and_the_sampling_command_runs(make_latent_conf
   assert bytes(np.asarray(tokens[0, :3], np.uint8)) == b'the'
   assert stats['decoder_passes'] > 0 and stats['decoder_row_passes'] >= stats['decoder_rows']
   assert np.load(out + '.npy').shape == tokens.shape
+  # --intra_speculative reaches the decoder, which refuses it with one stream.
+  with flagsaver.flagsaver(num_samples=2, seed=1, output=out, intra_speculative=True):
+    with pytest.raises(ConfigError, match=r'^sample\.intra_patch\.speculative: '):
+      generate.run_sample_command(workdir)
 
 
 @pytest.mark.parametrize('sampler, decoder_mode, want', [
