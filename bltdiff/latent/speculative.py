@@ -44,21 +44,22 @@ from bltdiff import vocab
 from bltdiff.sampling import categorical
 
 
-def accept_or_resample(p, q, drafts, uniform):
-  """The speculative-sampling test at every position.
-
-  p, q: log-probs [rows, L, V] (the checked conditionals, the drafts' law);
-  drafts [rows, L] int drawn from q; uniform [rows, L] in (0, 1).
-  -> (accepted bool [rows, L]: u < p(x)/q(x); residual log-probs
-  [rows, L, V]: norm(max(0, p − q)), or p where that is all zero, which
-  happens only when p = q and nothing is rejected)."""
+def accepted(p, q, drafts, uniform):
+  """The speculative-sampling test at every position: p, q log-probs
+  [rows, L, V] (the checked conditionals, the drafts' law), drafts [rows, L]
+  drawn from q, uniform [rows, L] in (0, 1) -> bool [rows, L]: u < p(x)/q(x)."""
   p_x = jnp.take_along_axis(p, drafts[..., None], -1)[..., 0]
   q_x = jnp.take_along_axis(q, drafts[..., None], -1)[..., 0]
-  accepted = jnp.log(uniform) < p_x - q_x
+  return jnp.log(uniform) < p_x - q_x
+
+
+def residual(p, q):
+  """log norm(max(0, p − q)) of log-probs [..., V]: the law of a rejected
+  draft's replacement (p where it is all zero, which happens only when p = q
+  and nothing is rejected). With `accepted`, the draft's final law is p."""
   excess = jnp.maximum(jnp.exp(p) - jnp.exp(q), 0.0)
   mass = jnp.sum(excess, -1, keepdims=True)
-  residual = jnp.where(mass > 0, jnp.log(excess) - jnp.log(jnp.where(mass > 0, mass, 1.0)), p)
-  return accepted, residual
+  return jnp.where(mass > 0, jnp.log(excess) - jnp.log(jnp.where(mass > 0, mass, 1.0)), p)
 
 
 def settled(z, num_settled):
@@ -96,21 +97,23 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     p = categorical.top_p_filter(check(z), top_p)
     uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), (k, L), rows,
                                       num_rows)
-    accepted, residual = accept_or_resample(p, q, z, uniform)
-    rejected = (j >= num_settled[:, None]) & ~accepted
-    first_rejected = jnp.min(jnp.where(rejected, j, L), axis=-1, keepdims=True)  # [k, 1]
-    # One noise draw per pass serves both: the residual at r, fresh drafts after it.
-    noise = jax.random.fold_in(draw_key, check_index)
-    redrawn = categorical.gumbel_argmax(noise, jnp.where(j[..., None] == first_rejected[..., None],
-                                                         residual, p), rows, num_rows)
-    running = active(passes, z, num_settled)[:, None]
-    keep = (j < first_rejected) | ~running
-    new_z = jnp.where(keep, z, redrawn)
-    new_q = jnp.where(((j > first_rejected) & running)[..., None], p, q)
-    new_settled = jnp.where(running[:, 0], jnp.minimum(first_rejected[:, 0] + 1, L),
-                            num_settled)
+    rejected = (j >= num_settled[:, None]) & ~accepted(p, q, z, uniform)
+    first_rejected = jnp.min(jnp.where(rejected, j, L), axis=-1)  # [k]; L: none
+    # The residual only where it is drawn: at the first rejected position.
+    at = jnp.minimum(first_rejected, L - 1)[:, None, None]
+    at_rejected = lambda x: jnp.take_along_axis(x, at, axis=1)[:, 0]  # [k, V]
+    noise_key = jax.random.fold_in(draw_key, check_index)
+    redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
+                                        residual(at_rejected(p), at_rejected(q)), rows, num_rows)
+    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, rows, num_rows)
+    running = active(passes, z, num_settled)
+    after = (j > first_rejected[:, None]) & running[:, None]
+    new_z = jnp.where(after, fresh, z)
+    new_z = jnp.where((j == first_rejected[:, None]) & running[:, None], redrawn[:, None], new_z)
+    new_q = jnp.where(after[..., None], p, q)
+    new_settled = jnp.where(running, jnp.minimum(first_rejected + 1, L), num_settled)
     return (check_index + 1, new_z, new_q, new_settled.astype(jnp.int32),
-            passes + running[:, 0].astype(jnp.int32))
+            passes + running.astype(jnp.int32))
 
   _, z, _, _, passes = jax.lax.while_loop(
       lambda c: jnp.any(active(c[4], c[1], c[3])), body,
