@@ -472,13 +472,13 @@ def notes(out) -> str:
     which = ', '.join(run.get('samplers', []) + run.get('systems', []))
     variant = run.get('bltdiff_variant', 'base')
     judge = run.get('evaluator_bpb')  # None: runs before it was recorded
-    retrained = judge is not None and abs(judge - out['evaluator']['validation_bpb']) > 1e-6
+    differs = judge is not None and abs(judge - out['evaluator']['validation_bpb']) > 1e-6
     parts.append(f"The {which} rows were measured on {run['date']}, apart from the others "
                  '(wall times of runs apart compare less well)'
                  + (f", from bench/scaling.py's {variant} run (validation bpb "
                     f"{variant_model(out, variant)['bpb']:.3f})" if variant != 'base' else '')
                  + (f"; its evaluator's validation bpb read {judge:.4f} (the full run's "
-                    f"{out['evaluator']['validation_bpb']:.4f})" if retrained else '')
+                    f"{out['evaluator']['validation_bpb']:.4f})" if differs else '')
                  + '.')
   for drop in out.get('dropped', ()):
     parts.append(f"The {', '.join(drop['systems'])} rows were removed on {drop['date']}: that "
@@ -586,9 +586,10 @@ def speculative_notes(diffusion, ar_best, ar_passes) -> list[str]:
   for run, rows in sorted(by_run.items()):
     label = lambda r: r['option'].split(': ')[-1]
     spec = {r['steps']: r for r in rows if label(r).endswith(', speculative')}
-    reveal = {r['steps']: r for r in rows if r['sampler_options']['intra_alpha'] >= 1.0
-              and not r['sampler_options'].get('intra_speculative')
-              and label(r) == f"{r['steps']} steps, intra_alpha={r['sampler_options']['intra_alpha']:g}"}
+    options = lambda r: r['sampler_options']
+    reveal = {r['steps']: r for r in rows if options(r)['intra_alpha'] >= 1.0
+              and not options(r).get('intra_speculative')
+              and label(r) == f"{r['steps']} steps, intra_alpha={options(r)['intra_alpha']:g}"}
     both = sorted(set(spec) & set(reveal))
     if not both:
       continue
@@ -782,7 +783,7 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
   same rows in the JSON at out_path, whose other rows stay, and records the
   run, so that the notes can say which rows were measured when; `plan`
   replaces the intra-patch plan; evaluator_bpb: the validation bpb of the
-  evaluator that scored them (a run directory trained again can differ)."""
+  evaluator that scored them, as this run read it."""
   if not out_path.exists():
     sys.exit(f'--samplers: {out_path} has no full run to add rows to')
   out = json.loads(out_path.read_text())
