@@ -52,6 +52,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from absl import app, flags  # noqa: E402
+from scipy import stats  # noqa: E402
 
 import report  # noqa: E402
 import scaling  # noqa: E402
@@ -171,8 +172,8 @@ def comparisons(runs) -> list:
   return lines
 
 
-SEED_VARIANTS = ('base', 'seed_1', 'seed_2')  # the base recipe at seeds 0, 1, 2
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # Student's t, two-sided 95%, by dof
+# The base recipe at seeds 0, 1, then bench/scaling.py's DECODER_GAP_SEEDS.
+SEED_VARIANTS = ('base', 'seed_1') + tuple(f'seed_{s}' for s in scaling.DECODER_GAP_SEEDS)
 
 
 def decoder_gap(by) -> list:
@@ -192,7 +193,7 @@ def decoder_gap(by) -> list:
             + ', '.join(f'{100 * g:+.1f}% ({v})' for v, g in gaps.items()))
     if len(gaps) >= 2:
       values = np.array(list(gaps.values()))
-      half = T_975[len(values) - 1] * values.std(ddof=1) / np.sqrt(len(values))
+      half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
       line += (f"; mean {100 * values.mean():+.1f}%, 95% t-interval "
                f"[{100 * (values.mean() - half):+.1f}%, {100 * (values.mean() + half):+.1f}%]")
     lines.append(line)

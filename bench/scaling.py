@@ -36,8 +36,9 @@ base config of the systems it names:
   seed_1                 the base recipe with seed 1 (initialization, data order,
                          evaluation draws): the run-to-run spread that the
                          variants' differences are read against
-  seed_2                 the base recipe with seed 2 (bltdiff ar and diffusion
-                         decoders): a third seed for the gap between the two
+  seed_2 ... seed_7      the base recipe with seeds 2 to 7 (bltdiff ar and
+                         diffusion decoders): more seeds for the gap between the
+                         two (bench/bound_by_t.py's decoder_gap)
   slot_weighting         every masked slot weighs the same in training
                          (model.slot_weighting = 'slot', bltdiff/latent/train_objective.py)
                          instead of by its bytes; the bound reported is unchanged
@@ -144,12 +145,8 @@ def _visible_recon(c):
   c.model.update(visible_weight=1.0)
 
 
-def _seed_1(c):
-  c.update(seed=1)
-
-
-def _seed_2(c):
-  c.update(seed=2)
+def _seed(seed):
+  return lambda c: c.update(seed=seed)
 
 
 def _one_stream(beta):
@@ -169,6 +166,9 @@ def _combined(*changes):
   return change
 
 
+# The seeds beyond 0 and 1 that only the two bltdiff decoders run (their bound gap).
+DECODER_GAP_SEEDS = range(2, 8)
+
 VARIANTS = {
     'base': ((), lambda c: None),
     'lr_x0.5': (('bltdiff_ar', 'byte_mdlm'), _scale_lr(0.5)),
@@ -184,14 +184,14 @@ VARIANTS = {
     'hash_16384': (('bltdiff_ar',), lambda c: c.model.update(hash_buckets=16384)),
     'dropout_0.1': (('bltdiff_ar',), lambda c: c.model.update(dropout=0.1)),
     'data_half': (('bltdiff_ar', 'byte_mdlm'), lambda c: c.data.update(train_fraction=0.5)),
-    'seed_1': (('bltdiff_ar', 'byte_mdlm', 'bltdiff_diffusion'), _seed_1),
-    'seed_2': (('bltdiff_ar', 'bltdiff_diffusion'), _seed_2),
+    'seed_1': (('bltdiff_ar', 'byte_mdlm', 'bltdiff_diffusion'), _seed(1)),
+    **{f'seed_{s}': (('bltdiff_ar', 'bltdiff_diffusion'), _seed(s)) for s in DECODER_GAP_SEEDS},
     'slot_weighting': (('bltdiff_ar',), lambda c: c.model.update(slot_weighting='slot')),
     'count_masking': (('bltdiff_ar',), lambda c: c.model.update(masking='count')),
-    'decoder_x2_seed_1': (('bltdiff_ar',), _combined(_decoder_x2, _seed_1)),
+    'decoder_x2_seed_1': (('bltdiff_ar',), _combined(_decoder_x2, _seed(1))),
     'width_x1.5': (('bltdiff_ar', 'byte_mdlm'), _width_x1_5),
     'visible_recon': (('bltdiff_ar',), _visible_recon),
-    'visible_recon_seed_1': (('bltdiff_ar',), _combined(_visible_recon, _seed_1)),
+    'visible_recon_seed_1': (('bltdiff_ar',), _combined(_visible_recon, _seed(1))),
     'visible_recon_decoder_x2': (('bltdiff_ar',), _combined(_visible_recon, _decoder_x2)),
     # The `diffusion` decoder (base: likelihood.py's DIFFUSION_RECIPE, two streams at
     # β = 8) trained with one stream, at its reveal orders (bltdiff/latent/intra_patch.py:
