@@ -11,7 +11,7 @@ the run made it:
                                       `diffusion`: its first pass and the draws)
   propose_step       per slot row x (decoder_row_passes − decoder_rows)
                                       (latent `diffusion`: each further intra-patch
-                                      pass the run executed, frozen rows included:
+                                      pass the run executed, on the rows it ran:
                                       propose's while loop counted by trip count)
   commit             per slot row x encoder_rows      (latent: the local encoder
                                       encodes each slot once, when revealed)

@@ -18,7 +18,7 @@ from absl.testing import flagsaver
 
 from bltdiff import sampling_cost, vocab
 from bltdiff.errors import ConfigError
-from bltdiff.latent import intra_patch
+from bltdiff.latent import intra_patch, slot_gather
 from bltdiff.latent.diffusion import LatentMDLM
 from bltdiff.latent.diffusion_decoder import diffusion_lengths, diffusion_targets
 from bltdiff.latent.patch_nelbo import block_ranks, diffusion_patch_nelbo
@@ -417,6 +417,14 @@ def test_t_steps_follow_the_formula():
   steps = np.asarray(drawn['steps'])  # planned, or fewer when a patch is complete sooner
   assert np.all((steps <= want) & ((steps >= 1) == (want >= 1)))
   assert int(drawn['passes']) == steps.max() and len(set(want[want > 0])) > 1
+  # The buffer runs its first pass whole, then each pass on the rows still decoding only,
+  # in the smallest buffer of the ladder that holds them.
+  buffer = int(drawn['decoded'])
+  ladder = slot_gather.capacities(buffer)
+  running = [int(np.sum(steps > s)) for s in range(1, steps.max())]
+  assert int(drawn['row_passes']) == buffer + sum(min(c for c in ladder if c >= r)
+                                                   for r in running)
+  assert int(drawn['row_passes']) < buffer * steps.max()
 
 
 def reference_draws(model, params, key, cond, order, order_bias=0.0, two_stream=False):
@@ -497,8 +505,8 @@ def test_propose_flops_count_the_passes_run():
   assert stats['decoder_rows'] <= stats['decoder_row_passes'] <= 6 * stats['decoder_rows']
   cost = sampling_cost.run_flops(model, params, options, stats, 2, 48)
   units = 2 * model.patch_config.num_slots
-  assert cost['propose_step'] == pytest.approx(per_call['propose_step'] * 5 *
-                                               stats['decoder_rows'] / units)
+  further_rows = stats['decoder_row_passes'] - stats['decoder_rows']  # passes 2..6, rows run
+  assert cost['propose_step'] == pytest.approx(per_call['propose_step'] * further_rows / units)
 
 
 def test_training_lowers_the_loss_and_the_sampling_command_runs(make_latent_config, corpus_glob,

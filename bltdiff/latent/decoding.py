@@ -90,26 +90,30 @@ class PatchDecoder:
     buffer, steps [N]: the passes each revealed patch needed (0 elsewhere;
     `ar` its len + 1 symbols, `diffusion` its T_steps(p), fewer if complete
     sooner), passes []: sequential decoder passes run on the buffer (`ar`
-    L + 1: its scan has a static length; `diffusion`: the largest steps)}."""
+    L + 1: its scan has a static length; `diffusion`: the largest steps),
+    row_passes []: rows the decoder ran, summed over its passes (`diffusion`:
+    the buffer's first pass, then only the rows still decoding, `running_rows`)}."""
     n = cond_rows.shape[0]
     count = jnp.sum(reveal)
 
-    def draw_rows(cond, rows):
+    def draw_rows(cond, rows):  # -> (outputs per row, rows the decoder ran over all passes)
       k = cond.shape[0]
       if self.mode != 'diffusion':
         out, lengths, _ = self.draw(params, key, cond, top_p, rows, n)
-        return out, lengths, (lengths + 1 if self.mode == 'ar' else jnp.ones((k,), jnp.int32))
+        steps = lengths + 1 if self.mode == 'ar' else jnp.ones((k,), jnp.int32)
+        return (out, lengths, steps), jnp.int32(k * self.buffer_passes)
       # map_selected pads a gathered buffer at its end (repeating the last row):
       # padding rows plan no steps, so they cannot lengthen the loop.
       valid = reveal[rows] & ((jnp.arange(k) < count) | (k == n))
-      out, lengths, _, steps = self._draw_diffusion(params, key, cond, top_p, rows, n,
-                                                    intra_patch, valid)
-      return out, lengths, steps
+      out, lengths, _, steps, rows_run = self._draw_diffusion(params, key, cond, top_p, rows,
+                                                              n, intra_patch, valid)
+      return (out, lengths, steps), rows_run
 
-    (out, lengths, steps), decoded = slot_gather.map_selected(draw_rows, cond_rows, reveal,
-                                                              (vocab.PAD, 0, 0))
+    ((out, lengths, steps), row_passes), decoded = slot_gather.map_selected(
+        draw_rows, cond_rows, reveal, (vocab.PAD, 0, 0), totals=True)
     passes = jnp.max(steps, initial=0) if self.mode == 'diffusion' else self.buffer_passes
-    return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps, passes=passes)
+    return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps, passes=passes,
+                row_passes=row_passes)
 
   def greedy(self, params, cond_rows):
     """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], mean
@@ -267,7 +271,8 @@ class PatchDecoder:
     return self._decoder(params, lambda dec, c, x, r: dec.ordered(c, x, r), cond_rows, z, rank)
 
   def _draw_diffusion(self, params, key, cond, top_p, rows, num_rows, intra_patch, valid=None):
-    """(bytes [k, L], lengths [k], Ĥ [k], passes run per row [k]; 0 where not valid [k]).
+    """(bytes [k, L], lengths [k], Ĥ [k], passes run per row [k] (0 where not valid [k]),
+    rows run over all passes []: k for the first pass, then the running rows' buffers).
 
     Row r plans T_steps(p) passes, drawn by `reveal` (a random order) or, with
     intra_patch.speculative, by `speculative` (left to right, exact when
@@ -280,13 +285,30 @@ class PatchDecoder:
     if valid is not None:
       steps = jnp.where(valid, steps, 0)
     if intra_patch.speculative:
-      z, taken = speculative_draw(first, lambda z: self.check_pass(params, cond, z), steps,
-                                  step_key, top_p, rows, num_rows)
+      check = lambda c, z, _: self.check_pass(params, c, z)
+      z, taken, rows_run = speculative_draw(first, running_rows(check, cond, cond), steps,
+                                            step_key, top_p, rows, num_rows)
     else:
       noise = jax.random.uniform(order_key, (k if rows is None else num_rows, L))
       rank = reveal_ranks(noise if rows is None else noise[rows], self.net.dec_order_bias)
-      z, taken = reveal_draw(first, lambda z: self.denoise_patch(params, cond, z, rank), steps,
-                             rank, step_key, top_p, rows, num_rows)
+      denoise = lambda c, z, r: self.denoise_patch(params, c, z, r)
+      z, taken, rows_run = reveal_draw(first, running_rows(denoise, cond, rank), steps, rank,
+                                       step_key, top_p, rows, num_rows)
     lengths = diffusion_lengths(z)
     out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
-    return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken
+    return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken, k + rows_run
+
+
+def running_rows(decoder_pass, cond, row_input):
+  """An intra-patch pass that runs on the rows still decoding only: decoder_pass(cond
+  [r, D_dec], z [r, L], row_input [r, ...]) -> log-probs [r, L, V] becomes
+  (z [k, L], running [k]) -> (log-probs [k, L, V], 0 on the other rows; rows run []).
+
+  The running rows are gathered into the smallest buffer of `slot_gather`'s ladder
+  that holds them, so a pass costs what the rows still decoding need, not the whole
+  buffer: the loop runs to its slowest patch, most rows finish sooner. Each row's
+  log-probs are its own whatever the buffer (the decoder works row by row)."""
+  def run(z, running):
+    return slot_gather.map_selected(lambda rows, _: decoder_pass(*rows),
+                                    (cond, z, row_input), running, 0.0)
+  return run

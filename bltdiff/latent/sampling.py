@@ -11,8 +11,9 @@ The sampler state is a dict of patch slots:
   decoder_passes      int32 []: Σ over decoded patches of the sequential decoder
                       passes each needed (`ar` its len + 1 symbols, `parallel` 1,
                       `diffusion` T_steps(p), fewer once complete)
-  decoder_row_passes  int32 []: Σ over decoder calls of buffer rows x passes run
-                      (`diffusion`: the buffer's largest T_steps; frozen rows count)
+  decoder_row_passes  int32 []: Σ over decoder calls of the rows each pass ran on
+                      (`ar`/`parallel`: buffer rows x passes; `diffusion`: the
+                      buffer once, then each pass's buffer of rows still decoding)
 
 One step = one latent-network call and the local decoder on the slots it
 reveals. The local encoder sees each patch alone, so a slot is encoded once,
@@ -84,8 +85,7 @@ class SlotAdapter(registry.ModelAdapter):
                 masked=st['masked'] & ~unmask,
                 decoder_rows=st['decoder_rows'] + proposal['decoded'],
                 decoder_passes=st['decoder_passes'] + jnp.sum(proposal['steps'], dtype=jnp.int32),
-                decoder_row_passes=st['decoder_row_passes']
-                + (proposal['decoded'] * proposal['passes']).astype(jnp.int32),
+                decoder_row_passes=st['decoder_row_passes'] + proposal['row_passes'],
                 encoder_rows=st['encoder_rows'] + encoded)
 
   def masked(self, st):

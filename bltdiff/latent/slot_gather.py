@@ -22,33 +22,40 @@ def capacities(num_rows: int) -> tuple[int, ...]:
   return tuple(sorted(s for s in sizes if s < num_rows)) + (num_rows,)
 
 
-def map_selected(fn, inputs, select, fill):
+def map_selected(fn, inputs, select, fill, totals: bool = False):
   """fn(rows of inputs [k, ...], their indices [k]) -> outputs [k, ...]
   (pytrees), on the rows where select [N] is True. Returns (outputs [N, ...]
-  with `fill` (a pytree of scalars) elsewhere, rows processed [] int32)."""
+  with `fill` (a pytree of scalars) elsewhere, rows processed [] int32).
+  totals: fn returns (outputs, totals: a pytree of per-buffer scalars, e.g. a
+  count of work done), and so does the result (totals 0 when no row is selected)."""
   n = select.shape[0]
   sizes = capacities(n)
   count = jnp.sum(select)
+  split = (lambda out: out) if totals else (lambda out: (out, ()))
 
   def branch(size):
     def run():
       if size == n:  # every row: no gather, and the unselected ones are overwritten
-        out = fn(inputs, jnp.arange(n))
-        return jax.tree.map(lambda o, f: jnp.where(
+        out, sums = split(fn(inputs, jnp.arange(n)))
+        out = jax.tree.map(lambda o, f: jnp.where(
             select.reshape((n,) + (1,) * (o.ndim - 1)), o, jnp.asarray(f, o.dtype)), out, fill)
+        return out, sums
       index = jnp.nonzero(select, size=size, fill_value=n)[0]  # n: an empty place
       safe = jnp.minimum(index, n - 1)
-      out = fn(jax.tree.map(lambda x: x[safe], inputs), safe)
-      return jax.tree.map(
+      out, sums = split(fn(jax.tree.map(lambda x: x[safe], inputs), safe))
+      out = jax.tree.map(
           lambda o, f: jnp.full((n,) + o.shape[1:], f, o.dtype).at[index].set(o, mode='drop'),
           out, fill)
+      return out, sums
     return run
 
   def nothing():  # no row selected (a quiet sampler step): no work at all
-    shapes = jax.eval_shape(branch(n))
-    return jax.tree.map(lambda s, f: jnp.full(s.shape, f, s.dtype), shapes, fill)
+    out_shapes, sum_shapes = jax.eval_shape(branch(n))
+    out = jax.tree.map(lambda s, f: jnp.full(s.shape, f, s.dtype), out_shapes, fill)
+    return out, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
 
   # 0: nothing; then the smallest size that holds `count`.
   choice = jnp.where(count == 0, 0, 1 + jnp.sum(jnp.asarray(sizes) < count))
-  out = jax.lax.switch(choice, [nothing] + [branch(s) for s in sizes])
-  return out, jnp.asarray((0,) + sizes, jnp.int32)[choice]
+  out, sums = jax.lax.switch(choice, [nothing] + [branch(s) for s in sizes])
+  processed = jnp.asarray((0,) + sizes, jnp.int32)[choice]
+  return ((out, sums) if totals else out), processed

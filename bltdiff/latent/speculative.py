@@ -74,12 +74,14 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
                      num_rows=None):
   """Draws each row's patch symbols by self-speculative decoding (module doc).
 
-  first_log_probs [k, L, V]: the all-masked pass; check(z [k, L]) -> log-probs
-  [k, L, V] of the left-to-right chain at every position given z's prefix;
+  first_log_probs [k, L, V]: the all-masked pass; check(z [k, L], running [k])
+  -> (log-probs [k, L, V] of the left-to-right chain at every position given
+  z's prefix, read on the running rows only; rows it ran []);
   steps [k]: T_steps(p), the most passes per row (0: the row is not decoded);
   key: the draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in
   one-pass decoding); rows / num_rows as `categorical.gumbel_argmax`.
-  -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row)."""
+  -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row; Σ of
+  check's rows run [])."""
   k, L = first_log_probs.shape[:2]
   j = jnp.arange(L)[None, :]
   accept_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
@@ -93,8 +95,10 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     return (passes < steps) & ~settled(z, num_settled)
 
   def body(carry):
-    check_index, z, q, num_settled, passes = carry
-    p = categorical.top_p_filter(check(z), top_p)
+    check_index, z, q, num_settled, passes, rows_run = carry
+    running = active(passes, z, num_settled)
+    checked, ran = check(z, running)
+    p = categorical.top_p_filter(checked, top_p)
     uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), (k, L), rows,
                                       num_rows)
     rejected = (j >= num_settled[:, None]) & ~accepted(p, q, z, uniform)
@@ -106,16 +110,15 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
                                         residual(at_rejected(p), at_rejected(q)), rows, num_rows)
     fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, rows, num_rows)
-    running = active(passes, z, num_settled)
     after = (j > first_rejected[:, None]) & running[:, None]
     new_z = jnp.where(after, fresh, z)
     new_z = jnp.where((j == first_rejected[:, None]) & running[:, None], redrawn[:, None], new_z)
     new_q = jnp.where(after[..., None], p, q)
     new_settled = jnp.where(running, jnp.minimum(first_rejected + 1, L), num_settled)
     return (check_index + 1, new_z, new_q, new_settled.astype(jnp.int32),
-            passes + running.astype(jnp.int32))
+            passes + running.astype(jnp.int32), rows_run + ran)
 
-  _, z, _, _, passes = jax.lax.while_loop(
+  _, z, _, _, passes, rows_run = jax.lax.while_loop(
       lambda c: jnp.any(active(c[4], c[1], c[3])), body,
-      (jnp.int32(0), z, q, num_settled, passes))
-  return z, passes
+      (jnp.int32(0), z, q, num_settled, passes, jnp.int32(0)))
+  return z, passes, rows_run
