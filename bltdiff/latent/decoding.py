@@ -16,9 +16,9 @@
 by `reveal` (masked diffusion's reverse process) or `speculative` (the
 left-to-right chain, drafts checked in parallel; intra_patch.speculative).
 
-Draws are reproducible per row: row r of N gets the noise it would get in a
-draw over all N rows, so drawing a gathered subset gives exactly the rows the
-whole-batch draw gives. Every draw also returns the entropy (nats) of D's
+Draws are reproducible per row: row r's noise comes from its own key
+(`categorical.row_uniform`), so drawing a gathered subset gives exactly the
+rows the whole-batch draw gives, for the noise of the gathered rows alone. Every draw also returns the entropy (nats) of D's
 distributions along the drawn path, summed up to the end of the patch: an
 unbiased estimate of the patch's entropy H(patch | h_i).
 """
@@ -71,17 +71,17 @@ class PatchDecoder:
     lp, _ = self._ar_step(params, cache, cond_rows, start, jnp.zeros((), jnp.int32))
     return lp
 
-  def draw(self, params, key, cond_rows, top_p: float = 1.0, rows=None, num_rows=None,
+  def draw(self, params, key, cond_rows, top_p: float = 1.0, rows=None,
            intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
     """cond [k, D_dec] -> (bytes [k, L] PAD after the end, lengths [k], entropy [k]).
-    rows / num_rows: the k rows' indices in a batch of num_rows (their noise).
+    rows: the k rows' indices in a larger batch (their noise; default 0..k−1).
     intra_patch: the `diffusion` decoder's step rule (others ignore it)."""
+    rows = jnp.arange(cond_rows.shape[0]) if rows is None else rows
     if self.mode == 'ar':
-      return self._draw_ar(params, key, cond_rows, top_p, rows, num_rows)
+      return self._draw_ar(params, key, cond_rows, top_p, rows)
     if self.mode == 'diffusion':
-      return self._draw_diffusion(params, key, cond_rows, top_p, rows, num_rows,
-                                  intra_patch)[:3]
-    return self._draw_parallel(params, key, cond_rows, top_p, rows, num_rows)
+      return self._draw_diffusion(params, key, cond_rows, top_p, rows, intra_patch)[:3]
+    return self._draw_parallel(params, key, cond_rows, top_p, rows)
 
   def draw_revealed(self, params, key, cond_rows, reveal, top_p: float = 1.0,
                     intra_patch: IntraPatchRule = EXACT_INTRA_PATCH):
@@ -99,14 +99,14 @@ class PatchDecoder:
     def draw_rows(cond, rows):  # -> (outputs per row, rows the decoder ran over all passes)
       k = cond.shape[0]
       if self.mode != 'diffusion':
-        out, lengths, _ = self.draw(params, key, cond, top_p, rows, n)
+        out, lengths, _ = self.draw(params, key, cond, top_p, rows)
         steps = lengths + 1 if self.mode == 'ar' else jnp.ones((k,), jnp.int32)
         return (out, lengths, steps), jnp.int32(k * self.buffer_passes)
       # map_selected pads a gathered buffer at its end (repeating the last row):
       # padding rows plan no steps, so they cannot lengthen the loop.
       valid = reveal[rows] & ((jnp.arange(k) < count) | (k == n))
       out, lengths, _, steps, rows_run = self._draw_diffusion(params, key, cond, top_p, rows,
-                                                              n, intra_patch, valid)
+                                                              intra_patch, valid)
       return (out, lengths, steps), rows_run
 
     ((out, lengths, steps), row_passes), decoded = slot_gather.map_selected(
@@ -146,9 +146,9 @@ class PatchDecoder:
                                      mutable=['cache'])
     return lp, updated['cache']
 
-  def _draw_ar(self, params, key, cond, top_p, rows, num_rows):
+  def _draw_ar(self, params, key, cond, top_p, rows):
     pick = lambda lp, j: categorical.gumbel_argmax(
-        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows, num_rows)
+        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows)
     drawn, length, entropy, _ = self._decode_ar(params, cond, pick)
     return drawn, length, entropy
 
@@ -185,10 +185,10 @@ class PatchDecoder:
 
   # --- `parallel`: first byte, length, then the rest in one pass ----------------
 
-  def _draw_parallel(self, params, key, cond, top_p, rows, num_rows):
+  def _draw_parallel(self, params, key, cond, top_p, rows):
     keys = jax.random.split(key, 3)
     pick = lambda part, lp: categorical.gumbel_argmax(
-        keys[part], categorical.top_p_filter(lp, top_p), rows, num_rows)
+        keys[part], categorical.top_p_filter(lp, top_p), rows)
     out, lengths, entropy, _ = self._decode_parallel(params, cond, pick)
     return out, lengths, entropy
 
@@ -270,7 +270,7 @@ class PatchDecoder:
     rank = jnp.broadcast_to(jnp.arange(self.max_patch_len, dtype=jnp.int32), z.shape)
     return self._decoder(params, lambda dec, c, x, r: dec.ordered(c, x, r), cond_rows, z, rank)
 
-  def _draw_diffusion(self, params, key, cond, top_p, rows, num_rows, intra_patch, valid=None):
+  def _draw_diffusion(self, params, key, cond, top_p, rows, intra_patch, valid=None):
     """(bytes [k, L], lengths [k], Ĥ [k], passes run per row [k] (0 where not valid [k]),
     rows run over all passes []: k for the first pass, then the running rows' buffers).
 
@@ -287,13 +287,13 @@ class PatchDecoder:
     if intra_patch.speculative:
       check = lambda c, z, _: self.check_pass(params, c, z)
       z, taken, rows_run = speculative_draw(first, running_rows(check, cond, cond), steps,
-                                            step_key, top_p, rows, num_rows)
+                                            step_key, top_p, rows)
     else:
-      noise = jax.random.uniform(order_key, (k if rows is None else num_rows, L))
-      rank = reveal_ranks(noise if rows is None else noise[rows], self.net.dec_order_bias)
+      rank = reveal_ranks(categorical.row_uniform(order_key, (k, L), rows),
+                          self.net.dec_order_bias)
       denoise = lambda c, z, r: self.denoise_patch(params, c, z, r)
       z, taken, rows_run = reveal_draw(first, running_rows(denoise, cond, rank), steps, rank,
-                                       step_key, top_p, rows, num_rows)
+                                       step_key, top_p, rows)
     lengths = diffusion_lengths(z)
     out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
     return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken, k + rows_run

@@ -20,13 +20,12 @@ from bltdiff.latent.intra_patch import reveal_quota
 from bltdiff.sampling import categorical
 
 
-def reveal_draw(first_log_probs, denoise, steps, rank, key, top_p: float = 1.0, rows=None,
-                num_rows=None):
+def reveal_draw(first_log_probs, denoise, steps, rank, key, top_p: float = 1.0, rows=None):
   """first_log_probs [k, L, V]: the all-masked pass; denoise(z [k, L], running
   [k]) -> (log-probs [k, L, V] of the hidden positions given the visible ones,
   read on the running rows only; rows it ran []); steps [k]: T_steps(p) per
   row (0: not decoded); rank [k, L]: the reveal order; key: step k draws with
-  `fold_in(key, k)`; rows / num_rows as `categorical.gumbel_argmax`.
+  `fold_in(key, k)`; rows as `categorical.gumbel_argmax`.
   -> (z [k, L] symbols; passes run per row [k]; Σ of denoise's rows run [])."""
   k, L = rank.shape
 
@@ -35,7 +34,7 @@ def reveal_draw(first_log_probs, denoise, steps, rank, key, top_p: float = 1.0, 
 
   def reveal(step, log_probs, z, running):
     drawn = categorical.gumbel_argmax(jax.random.fold_in(key, step),
-                                      categorical.top_p_filter(log_probs, top_p), rows, num_rows)
+                                      categorical.top_p_filter(log_probs, top_p), rows)
     new = (z == vocab.MASK) & (rank < reveal_quota(step, steps, L)[:, None]) & running[:, None]
     return jnp.where(new, drawn, z)  # finished rows frozen
 

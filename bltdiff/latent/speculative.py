@@ -70,8 +70,7 @@ def settled(z, num_settled):
   return ended | (num_settled >= z.shape[1])
 
 
-def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, rows=None,
-                     num_rows=None):
+def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, rows=None):
   """Draws each row's patch symbols by self-speculative decoding (module doc).
 
   first_log_probs [k, L, V]: the all-masked pass; check(z [k, L], running [k])
@@ -79,14 +78,14 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
   z's prefix, read on the running rows only; rows it ran []);
   steps [k]: T_steps(p), the most passes per row (0: the row is not decoded);
   key: the draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in
-  one-pass decoding); rows / num_rows as `categorical.gumbel_argmax`.
+  one-pass decoding); rows as `categorical.gumbel_argmax`.
   -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row; Σ of
   check's rows run [])."""
   k, L = first_log_probs.shape[:2]
   j = jnp.arange(L)[None, :]
   accept_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
   q = categorical.top_p_filter(first_log_probs, top_p)
-  z = categorical.gumbel_argmax(jax.random.fold_in(key, 0), q, rows, num_rows)
+  z = categorical.gumbel_argmax(jax.random.fold_in(key, 0), q, rows)
   decoding = steps > 0
   num_settled = jnp.where(decoding, 1, 0).astype(jnp.int32)
   passes = num_settled
@@ -99,8 +98,7 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     running = active(passes, z, num_settled)
     checked, ran = check(z, running)
     p = categorical.top_p_filter(checked, top_p)
-    uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), (k, L), rows,
-                                      num_rows)
+    uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), (k, L), rows)
     rejected = (j >= num_settled[:, None]) & ~accepted(p, q, z, uniform)
     first_rejected = jnp.min(jnp.where(rejected, j, L), axis=-1)  # [k]; L: none
     # The residual only where it is drawn: at the first rejected position.
@@ -108,8 +106,8 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     at_rejected = lambda x: jnp.take_along_axis(x, at, axis=1)[:, 0]  # [k, V]
     noise_key = jax.random.fold_in(draw_key, check_index)
     redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
-                                        residual(at_rejected(p), at_rejected(q)), rows, num_rows)
-    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, rows, num_rows)
+                                        residual(at_rejected(p), at_rejected(q)), rows)
+    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, rows)
     after = (j > first_rejected[:, None]) & running[:, None]
     new_z = jnp.where(after, fresh, z)
     new_z = jnp.where((j == first_rejected[:, None]) & running[:, None], redrawn[:, None], new_z)
