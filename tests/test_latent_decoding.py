@@ -13,6 +13,7 @@ from bltdiff import commands, vocab
 from bltdiff.latent import local_decoder, sampling as latent_sampling, slot_gather
 from bltdiff.latent.diffusion import LatentMDLM
 from bltdiff.latent.network import LatentDenoiser
+from bltdiff.sampling import categorical
 from bltdiff.sampling.options import SamplerOptions
 from bltdiff.training import restore
 
@@ -78,8 +79,8 @@ def test_cached_ar_draws_are_the_teacher_forced_decoders_draws(trained):
     lp = model.ar_decoder_log_probs(params, cond, local_decoder.ar_inputs(out))
     rows, L = out.shape
     for j in range(L + 1):
-      u = jax.random.uniform(jax.random.fold_in(key, j), (rows, lp.shape[-1]), jnp.float64,
-                             minval=jnp.finfo(jnp.float64).tiny, maxval=1.0)
+      u = categorical.row_uniform(jax.random.fold_in(key, j), (rows, lp.shape[-1]),
+                                  jnp.arange(rows))  # each row's noise from its own key
       expected = np.asarray(jnp.argmax(lp[:, j].astype(jnp.float64) - jnp.log(-jnp.log(u)), -1))
       for r in range(rows):
         if j < lengths[r]:
