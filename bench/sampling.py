@@ -356,8 +356,9 @@ def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, system
         row_latent_calls=float(np.mean([s.get('row_latent_calls', s['latent_calls'])
                                         for s in stats])),
         decoder_passes_per_byte=passes,
-        # the passes that ran: every buffer row of every pass (rows frozen or padding
-        # included), what FLOPs and wall time follow; per-patch passes are above
+        # the rows each decoder pass ran on, summed (`diffusion`: the revealed rows'
+        # first pass, then the rows still decoding on slot_gather's ladder; `ar`: every
+        # buffer row for its L + 1 steps), what FLOPs follow; per-patch passes are above
         decoder_row_passes_per_byte=(sum(s['decoder_row_passes'] for s in stats)
                                      / max(sum(generated), 1)
                                      if 'decoder_row_passes' in stats[0] else None),
@@ -603,15 +604,15 @@ def speculative_notes(diffusion, ar_best, ar_passes) -> list[str]:
         f"{mean(s_rows, 'decoder_passes_per_byte'):.2f} decoder passes per byte against "
         f"{mean(r_rows, 'decoder_passes_per_byte'):.2f} for reveal decoding at one position per "
         f"pass, gen-bpb {span(s_rows)} against {span(r_rows)}; "
-        + (f"passes run per byte (buffer rows x passes) "
+        + (f"rows run per byte (each pass's rows, summed) "
            f"{mean(s_rows, 'decoder_row_passes_per_byte'):.2f} against "
            f"{mean(r_rows, 'decoder_row_passes_per_byte'):.2f}; "
            if all(r.get('decoder_row_passes_per_byte') for r in s_rows + r_rows) else '')
         + f"FLOPs per byte "
         f"{mean(s_rows, 'flops_per_byte') / mean(r_rows, 'flops_per_byte'):.2f}x and wall time "
         f"per sample {mean(s_rows, 'wall_s_per_sample') / mean(r_rows, 'wall_s_per_sample'):.2f}x "
-        "reveal's (a decoder buffer runs until its slowest patch is decided, so fewer passes "
-        "per patch need not mean fewer passes run). "
+        "reveal's (a buffer's loop runs until its slowest patch is decided; after the first "
+        "pass only the rows still decoding run). "
         f"Its best row ({best['option']}: {best['gen_bpb']:.3f} {ci}) against the ar decoder's "
         f"best ({ar_best['gen_bpb']:.3f} [{ar_best['gen_bpb_ci'][0]:.3f}, "
         f"{ar_best['gen_bpb_ci'][1]:.3f}])"

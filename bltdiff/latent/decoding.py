@@ -18,9 +18,10 @@ left-to-right chain, drafts checked in parallel; intra_patch.speculative).
 
 Draws are reproducible per row: row r's noise comes from its own key
 (`categorical.row_uniform`), so drawing a gathered subset gives exactly the
-rows the whole-batch draw gives, for the noise of the gathered rows alone. Every draw also returns the entropy (nats) of D's
-distributions along the drawn path, summed up to the end of the patch: an
-unbiased estimate of the patch's entropy H(patch | h_i).
+rows the whole-batch draw gives, for the noise of the gathered rows alone.
+Every draw also returns the entropy (nats) of D's distributions along the
+drawn path, summed up to the end of the patch: an unbiased estimate of the
+patch's entropy H(patch | h_i).
 """
 
 import jax
