@@ -13,7 +13,6 @@ import pytest
 from bltdiff import config_checks, sampling_cost, vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import intra_patch, speculative
-from bltdiff.latent.decoding import running_rows
 from bltdiff.latent.diffusion_decoder import diffusion_lengths
 from bltdiff.latent.local_decoder import DEC_VOCAB
 from bltdiff.sampling.options import SamplerOptions
@@ -92,6 +91,11 @@ def patches_of(z):
   return [tuple(row[:min(n + 1, L)]) for row, n in zip(z, lengths)], lengths
 
 
+def chain_check(z, index):
+  """The chain as a check pass on some buffer rows (it needs no condition)."""
+  return chain_log_probs(z)
+
+
 @pytest.mark.parametrize('seed', [0, 1, 2])
 def test_speculative_draws_the_chain_exactly_in_fewer_passes(seed):
   """Drafts from a first pass that knows nothing beyond position 0 (uniform
@@ -111,7 +115,7 @@ def test_speculative_draws_the_chain_exactly_in_fewer_passes(seed):
     assert set(counts) <= set(law)
     return np.array([(counts[s] / n - p) / np.sqrt(p * (1 - p) / n) for s, p in law.items()])
 
-  draw = jax.jit(lambda steps, key: speculative.speculative_draw(first, chain_check(n), steps,
+  draw = jax.jit(lambda steps, key: speculative.speculative_draw(first, chain_check, steps,
                                                                   key)[:2])
   key = jax.random.PRNGKey(seed)
   z, passes = draw(jnp.full((n,), L), key)
@@ -126,16 +130,9 @@ def test_speculative_draws_the_chain_exactly_in_fewer_passes(seed):
   assert np.max(np.abs(z_scores(one_pass))) > 10
 
 
-def chain_check(rows):
-  """The chain as a check pass that runs on the rows still decoding only
-  (`decoding.running_rows`, as the decoder's), for `rows` rows."""
-  no_condition = jnp.zeros((rows, 1))
-  return running_rows(lambda c, z, _: chain_log_probs(z), no_condition, no_condition)
-
-
 def test_rows_not_planned_take_no_pass():
   first = jnp.broadcast_to(chain_log_probs(jnp.full((1, L), A)), (3, L, DEC_VOCAB))
-  _, passes, rows_run = speculative.speculative_draw(first, chain_check(3), jnp.array([0, L, 1]),
+  _, passes, rows_run = speculative.speculative_draw(first, chain_check, jnp.array([0, L, 1]),
                                                      jax.random.PRNGKey(0))
   assert np.asarray(passes)[0] == 0 and np.asarray(passes)[2] == 1
   # Only row 1 runs check passes: each on a buffer of one row (of 3: the ladder's 1, 3).

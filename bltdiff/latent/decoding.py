@@ -93,7 +93,8 @@ class PatchDecoder:
     sooner), passes []: sequential decoder passes run on the buffer (`ar`
     L + 1: its scan has a static length; `diffusion`: the largest steps),
     row_passes []: rows the decoder ran, summed over its passes (`diffusion`:
-    the buffer's first pass, then only the rows still decoding, `running_rows`)}."""
+    the buffer's first pass, then only the rows still decoding: `reveal`,
+    `speculative`)}."""
     n = cond_rows.shape[0]
     count = jnp.sum(reveal)
 
@@ -286,30 +287,14 @@ class PatchDecoder:
     if valid is not None:
       steps = jnp.where(valid, steps, 0)
     if intra_patch.speculative:
-      check = lambda c, z, _: self.check_pass(params, c, z)
-      z, taken, rows_run = speculative_draw(first, running_rows(check, cond, cond), steps,
-                                            step_key, top_p, rows)
+      check = lambda z, index: self.check_pass(params, cond[index], z)
+      z, taken, rows_run = speculative_draw(first, check, steps, step_key, top_p, rows)
     else:
       rank = reveal_ranks(categorical.row_uniform(order_key, (k, L), rows),
                           self.net.dec_order_bias)
-      denoise = lambda c, z, r: self.denoise_patch(params, c, z, r)
-      z, taken, rows_run = reveal_draw(first, running_rows(denoise, cond, rank), steps, rank,
-                                       step_key, top_p, rows)
+      denoise = lambda z, index: self.denoise_patch(params, cond[index], z, rank[index])
+      z, taken, rows_run = reveal_draw(first, denoise, steps, rank, step_key, top_p, rows)
     lengths = diffusion_lengths(z)
     out = jnp.where(jnp.arange(L)[None, :] < lengths[:, None], z, vocab.PAD)
     return out.astype(jnp.int32), lengths.astype(jnp.int32), entropy, taken, k + rows_run
 
-
-def running_rows(decoder_pass, cond, row_input):
-  """An intra-patch pass that runs on the rows still decoding only: decoder_pass(cond
-  [r, D_dec], z [r, L], row_input [r, ...]) -> log-probs [r, L, V] becomes
-  (z [k, L], running [k]) -> (log-probs [k, L, V], 0 on the other rows; rows run []).
-
-  The running rows are gathered into the smallest buffer of `slot_gather`'s ladder
-  that holds them, so a pass costs what the rows still decoding need, not the whole
-  buffer: the loop runs to its slowest patch, most rows finish sooner. Each row's
-  log-probs are its own whatever the buffer (the decoder works row by row)."""
-  def run(z, running):
-    return slot_gather.map_selected(lambda rows, _: decoder_pass(*rows),
-                                    (cond, z, row_input), running, 0.0)
-  return run

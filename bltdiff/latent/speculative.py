@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from bltdiff import vocab
+from bltdiff.latent import slot_gather
 from bltdiff.sampling import categorical
 
 
@@ -73,19 +74,21 @@ def settled(z, num_settled):
 def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, rows=None):
   """Draws each row's patch symbols by self-speculative decoding (module doc).
 
-  first_log_probs [k, L, V]: the all-masked pass; check(z [k, L], running [k])
-  -> (log-probs [k, L, V] of the left-to-right chain at every position given
-  z's prefix, read on the running rows only; rows it ran []);
-  steps [k]: T_steps(p), the most passes per row (0: the row is not decoded);
-  key: the draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in
-  one-pass decoding); rows as `categorical.gumbel_argmax`.
-  -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row; Σ of
-  check's rows run [])."""
+  first_log_probs [k, L, V]: the all-masked pass; check(z [r, L], index [r])
+  -> log-probs [r, L, V] of the left-to-right chain at every position given
+  z's prefix, for the buffer rows `index` (any r of the k); steps [k]:
+  T_steps(p), the most passes per row (0: the row is not decoded); key: the
+  draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in one-pass
+  decoding); rows as `categorical.gumbel_argmax` (default 0..k−1).
+  -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row; rows
+  check ran, summed []). Each check pass (the decoder and its draws) runs on
+  the rows still decoding only, gathered on `slot_gather`'s ladder."""
   k, L = first_log_probs.shape[:2]
   j = jnp.arange(L)[None, :]
+  noise_rows = jnp.arange(k) if rows is None else rows
   accept_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
   q = categorical.top_p_filter(first_log_probs, top_p)
-  z = categorical.gumbel_argmax(jax.random.fold_in(key, 0), q, rows)
+  z = categorical.gumbel_argmax(jax.random.fold_in(key, 0), q, noise_rows)
   decoding = steps > 0
   num_settled = jnp.where(decoding, 1, 0).astype(jnp.int32)
   passes = num_settled
@@ -93,27 +96,36 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
   def active(passes, z, num_settled):  # [k]
     return (passes < steps) & ~settled(z, num_settled)
 
+  def check_rows(check_index, z, q, num_settled, index):
+    """One check pass on the buffer rows `index` (all still decoding):
+    (z, q, num_settled) of those rows -> their updated values."""
+    p = categorical.top_p_filter(check(z, index), top_p)
+    uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), z.shape,
+                                      noise_rows[index])
+    rejected = (j >= num_settled[:, None]) & ~accepted(p, q, z, uniform)
+    first_rejected = jnp.min(jnp.where(rejected, j, L), axis=-1)  # [r]; L: none
+    # The residual only where it is drawn: at the first rejected position.
+    at = jnp.minimum(first_rejected, L - 1)[:, None, None]
+    at_rejected = lambda x: jnp.take_along_axis(x, at, axis=1)[:, 0]  # [r, V]
+    noise_key = jax.random.fold_in(draw_key, check_index)
+    redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
+                                        residual(at_rejected(p), at_rejected(q)),
+                                        noise_rows[index])
+    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, noise_rows[index])
+    after = j > first_rejected[:, None]
+    new_z = jnp.where(after, fresh, z)
+    new_z = jnp.where(j == first_rejected[:, None], redrawn[:, None], new_z)
+    new_q = jnp.where(after[..., None], p, q)
+    return new_z, new_q, jnp.minimum(first_rejected + 1, L).astype(jnp.int32)
+
   def body(carry):
     check_index, z, q, num_settled, passes, rows_run = carry
     running = active(passes, z, num_settled)
-    checked, ran = check(z, running)
-    p = categorical.top_p_filter(checked, top_p)
-    uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), (k, L), rows)
-    rejected = (j >= num_settled[:, None]) & ~accepted(p, q, z, uniform)
-    first_rejected = jnp.min(jnp.where(rejected, j, L), axis=-1)  # [k]; L: none
-    # The residual only where it is drawn: at the first rejected position.
-    at = jnp.minimum(first_rejected, L - 1)[:, None, None]
-    at_rejected = lambda x: jnp.take_along_axis(x, at, axis=1)[:, 0]  # [k, V]
-    noise_key = jax.random.fold_in(draw_key, check_index)
-    redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
-                                        residual(at_rejected(p), at_rejected(q)), rows)
-    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, rows)
-    after = (j > first_rejected[:, None]) & running[:, None]
-    new_z = jnp.where(after, fresh, z)
-    new_z = jnp.where((j == first_rejected[:, None]) & running[:, None], redrawn[:, None], new_z)
-    new_q = jnp.where(after[..., None], p, q)
-    new_settled = jnp.where(running, jnp.minimum(first_rejected + 1, L), num_settled)
-    return (check_index + 1, new_z, new_q, new_settled.astype(jnp.int32),
+    (new_z, new_q, new_settled), ran = slot_gather.map_selected(
+        lambda rows_in, index: check_rows(check_index, *rows_in, index), (z, q, num_settled),
+        running, (vocab.MASK, 0.0, 0))
+    keep = lambda new, old: jnp.where(running.reshape((k,) + (1,) * (old.ndim - 1)), new, old)
+    return (check_index + 1, keep(new_z, z), keep(new_q, q), keep(new_settled, num_settled),
             passes + running.astype(jnp.int32), rows_run + ran)
 
   _, z, _, _, passes, rows_run = jax.lax.while_loop(
