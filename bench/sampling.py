@@ -30,7 +30,7 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
   sampling_steps.png: gen-bpb against steps for the teacher (the bltdiff `ar`
   cached rows) and the students.
 - Every row draws `seeds` batches of `batch` samples of `length` bytes (seed s
-  = PRNGKey(s)), the batches of all rows interleaved seed by seed. Per row:
+  = PRNGKey(s)), seed by seed within chunks of 8 rows (compiled together). Per row:
   gen-bpb (bits per byte under the evaluator, all samples together) with a 95%
   bootstrap interval over samples; unigram entropy; repeated 8-grams; mean
   length; steps_taken (mean per row of the steps it took); local-decoder
@@ -94,6 +94,9 @@ from configs import distill_demo  # noqa: E402
 
 RESULTS = REPO / 'bench' / 'results'
 SAMPLES_SHOWN = 16  # samples written as text per row
+
+# Samplers compiled and kept at once (latent.sampling.compiled_sampler keeps 8).
+ROWS_COMPILED_AT_ONCE = 8
 
 SETTINGS = {
     # Minutes: every code path end to end on the trained runs.
@@ -299,13 +302,26 @@ def runnable(row, loaded) -> bool:
 
 def generate(settings, loaded, samplers=None, systems=None):
   """Draws every row's batches (only those `in_partial_run`, when samplers or
-  systems are given), interleaved seed by seed. Returns (rows,
-  {row index: {'tokens': [...], 'stats': [...], 'seconds': [...]}})."""
+  systems are given), seed by seed within chunks of ROWS_COMPILED_AT_ONCE rows.
+  Returns (rows, {row index: {'tokens': [...], 'stats': [...], 'seconds': [...]}})."""
   rows = [r for r in grid(settings) if in_partial_run(r[0], r[1].sampler, samplers, systems)
           and runnable(r, loaded)]
   out = {i: dict(tokens=[], stats=[], seconds=[]) for i in range(len(rows))}
+  # Seeds interleave within chunks of rows whose compiled samplers are kept
+  # together (latent.sampling.compiled_sampler's cache); the compiled programs are
+  # freed between chunks, as a process cannot map the kernels of every row at once.
+  for start in range(0, len(rows), ROWS_COMPILED_AT_ONCE):
+    chunk = range(start, min(start + ROWS_COMPILED_AT_ONCE, len(rows)))
+    draw_chunk(settings, loaded, rows, chunk, out)
+    jax.clear_caches()
+  return rows, out
+
+
+def draw_chunk(settings, loaded, rows, chunk, out):
+  """Draws the batches of rows[i] for i in chunk into out, seed by seed."""
   for seed in range(settings['seeds']):
-    for i, (system, options, _) in enumerate(rows):
+    for i in chunk:
+      system, options, _ = rows[i]
       model, params = loaded[system].model, loaded[system].params
       start = time.perf_counter()
       tokens, stats = model.sample(params, jax.random.PRNGKey(seed), options,
@@ -316,7 +332,6 @@ def generate(settings, loaded, samplers=None, systems=None):
       if seed > 0:  # the first batch of a row also compiles its sampler
         out[i]['seconds'].append(seconds)
       print(f'seed {seed} {system} {options.sampler} {options.steps}: {seconds:.2f}s', flush=True)
-  return rows, out
 
 
 def samples_dir(out_path: Path) -> Path:

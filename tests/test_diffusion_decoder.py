@@ -420,7 +420,7 @@ def test_t_steps_follow_the_formula():
   # The buffer runs its first pass whole, then each pass on the rows still decoding only,
   # in the smallest buffer of the ladder that holds them.
   buffer = int(drawn['decoded'])
-  ladder = slot_gather.capacities(buffer)
+  ladder = slot_gather.capacities(buffer, slot_gather.NESTED_LADDER_HALVINGS)
   running = [int(np.sum(steps > s)) for s in range(1, steps.max())]
   assert int(drawn['row_passes']) == buffer + sum(min(c for c in ladder if c >= r)
                                                    for r in running)

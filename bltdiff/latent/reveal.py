@@ -47,7 +47,8 @@ def reveal_draw(first_log_probs, denoise, steps, rank, key, top_p: float = 1.0, 
     step, z, taken, rows_run = carry
     running = active(step, z)
     step_rows = lambda z_rows, index: reveal(step, denoise(z_rows, index), z_rows, index)
-    revealed, ran = slot_gather.map_selected(step_rows, z, running, vocab.MASK)
+    revealed, ran = slot_gather.map_selected(step_rows, z, running, vocab.MASK,
+                                             halvings=slot_gather.NESTED_LADDER_HALVINGS)
     z = jnp.where(running[:, None], revealed, z)  # finished rows frozen
     return step + 1, z, taken + running, rows_run + ran
 

@@ -156,7 +156,10 @@ def initial_state(num_samples: int, num_slots: int, max_patch_len: int, enc_dim:
               **{name: np.int32(0) for name in COUNTERS})
 
 
-@functools.lru_cache(maxsize=32)
+# Compiled samplers kept: each maps its kernels into the process (~3k memory maps
+# for a `diffusion` decoder's), and Linux allows 65530 maps a process, so 32 of
+# them crashed a sweep in LLVM ("Cannot allocate memory").
+@functools.lru_cache(maxsize=8)
 def compiled_sampler(model, options: SamplerOptions, draw_count: bool):
   """A jitted (params, key, state) -> (state, SamplerStats). With draw_count,
   the number of generated slots comes from p(S) (conditioned on leaving at least

@@ -14,22 +14,30 @@ import jax
 import jax.numpy as jnp
 
 LADDER_HALVINGS = 4  # buffers of N/16 ... N/2 rows, then all N
+# A ladder inside each branch of another (the intra-patch loop in the decoder's
+# buffers): N/4, N/2, N. Every rung compiles fn again, and a process maps each
+# compiled kernel (Linux allows 65530 maps): a `diffusion` decoder's sampler
+# maps ~3.1-3.9k with 4 here, ~2.6-3.1k with 2 (`latent.sampling.compiled_sampler`).
+NESTED_LADDER_HALVINGS = 2
 
 
-def capacities(num_rows: int) -> tuple[int, ...]:
+def capacities(num_rows: int, halvings: int = LADDER_HALVINGS) -> tuple[int, ...]:
   """The buffer sizes for num_rows rows, ascending, the last = num_rows."""
-  sizes = {max(1, num_rows >> k) for k in range(1, LADDER_HALVINGS + 1)}
+  sizes = {max(1, num_rows >> k) for k in range(1, halvings + 1)}
   return tuple(sorted(s for s in sizes if s < num_rows)) + (num_rows,)
 
 
-def map_selected(fn, inputs, select, fill, totals: bool = False):
+def map_selected(fn, inputs, select, fill, totals: bool = False,
+                 halvings: int = LADDER_HALVINGS):
   """fn(rows of inputs [k, ...], their indices [k]) -> outputs [k, ...]
   (pytrees), on the rows where select [N] is True. Returns (outputs [N, ...]
   with `fill` (a pytree of scalars) elsewhere, rows processed [] int32).
   totals: fn returns (outputs, totals: a pytree of per-buffer scalars, e.g. a
-  count of work done), and so does the result (totals 0 when no row is selected)."""
+  count of work done), and so does the result (totals 0 when no row is selected).
+  halvings: the ladder's rungs below N (each is a compiled copy of fn: inside
+  another map_selected, fewer keep the program small)."""
   n = select.shape[0]
-  sizes = capacities(n)
+  sizes = capacities(n, halvings)
   count = jnp.sum(select)
   split = (lambda out: out) if totals else (lambda out: (out, ()))
 

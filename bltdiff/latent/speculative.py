@@ -123,7 +123,7 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     running = active(passes, z, num_settled)
     (new_z, new_q, new_settled), ran = slot_gather.map_selected(
         lambda rows_in, index: check_rows(check_index, *rows_in, index), (z, q, num_settled),
-        running, (vocab.MASK, 0.0, 0))
+        running, (vocab.MASK, 0.0, 0), halvings=slot_gather.NESTED_LADDER_HALVINGS)
     keep = lambda new, old: jnp.where(running.reshape((k,) + (1,) * (old.ndim - 1)), new, old)
     return (check_index + 1, keep(new_z, z), keep(new_q, q), keep(new_settled, num_settled),
             passes + running.astype(jnp.int32), rows_run + ran)
