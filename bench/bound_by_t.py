@@ -265,7 +265,8 @@ def main(argv):
                **{f't={t}': round(v, 3) for t, v in r['f'].items()},
                bound_fixed_t=round(r['bound_fixed_t'], 3),
                bound=r['bound'] and round(r['bound'], 3)) for r in runs]
-  commands = commands + [' '.join(['python', 'bench/bound_by_t.py'] + sys.argv[1:])]
+  command = ' '.join(['python', 'bench/bound_by_t.py'] + sys.argv[1:])
+  commands = commands + [command] if command not in commands else commands  # each once
   out = dict(runs=runs, gains=gain_rows, rows=rows,
              notes=f"From {', '.join(f'`{c}`' for c in commands)}:\n" + notes(runs, gain_rows),
              times=times, draws=args.draws, machine=report.machine_description(),
