@@ -273,7 +273,7 @@ def main(argv):
              commands=commands)
   out_path.write_text(json.dumps(out, indent=1))
   plot(runs, out_path.with_suffix('.png'))
-  if out_path.parent == RESULTS:
+  if out_path.resolve().parent == RESULTS.resolve():  # --out may be relative
     report.write()
   print(out['notes'])
 

@@ -787,7 +787,7 @@ def summarize(out: dict, out_path: Path):
   if out.get('intra_patch_plan'):
     sampling_plots.plot_intra_patch(out['intra_patch_plan'],
                                     out_path.with_name(out_path.stem + '_intra_patch.png'))
-  if out_path.parent == RESULTS:
+  if out_path.resolve().parent == RESULTS.resolve():  # --out may be relative
     report.write()
   print(out['notes'])
 

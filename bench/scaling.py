@@ -440,7 +440,7 @@ def main(argv):
                                estimate=default_grid_minutes(rows, workdir)))
   out_path.write_text(json.dumps(out, indent=1))
   plot(rows, fits, out_path.with_suffix('.png'))
-  if out_path.parent == RESULTS:
+  if out_path.resolve().parent == RESULTS.resolve():  # --out may be relative
     report.write()
   for k, f in sorted(fits.items()):
     print(f"{k}: slope {f['slope']:.3f}" + (f" ± {f['slope_stderr']:.3f}" if f['slope_stderr']

@@ -267,7 +267,7 @@ def main(argv):
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(result, indent=1))
   eval_task.plot(result, str(out.with_suffix('.png')))
-  if out.parent == RESULTS:
+  if out.resolve().parent == RESULTS.resolve():  # --out may be relative
     report.write()
   print(result['notes'])
   print(f'wrote {out} in {minutes:.1f} min')
