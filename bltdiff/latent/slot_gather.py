@@ -21,14 +21,15 @@ LADDER_HALVINGS = 4  # buffers of N/16 ... N/2 rows, then all N
 NESTED_LADDER_HALVINGS = 2
 
 
-def capacities(num_rows: int, halvings: int = LADDER_HALVINGS) -> tuple[int, ...]:
-  """The buffer sizes for num_rows rows, ascending, the last = num_rows."""
+def capacities(num_rows: int, halvings: int | None = None) -> tuple[int, ...]:
+  """The buffer sizes for num_rows rows, ascending, the last = num_rows
+  (halvings: rungs below num_rows; None: LADDER_HALVINGS, read at the call)."""
+  halvings = LADDER_HALVINGS if halvings is None else halvings
   sizes = {max(1, num_rows >> k) for k in range(1, halvings + 1)}
   return tuple(sorted(s for s in sizes if s < num_rows)) + (num_rows,)
 
 
-def map_selected(fn, inputs, select, fill, totals: bool = False,
-                 halvings: int = LADDER_HALVINGS):
+def map_selected(fn, inputs, select, fill, totals: bool = False, halvings: int | None = None):
   """fn(rows of inputs [k, ...], their indices [k]) -> outputs [k, ...]
   (pytrees), on the rows where select [N] is True. Returns (outputs [N, ...]
   with `fill` (a pytree of scalars) elsewhere, rows processed [] int32).
