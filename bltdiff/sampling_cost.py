@@ -10,9 +10,9 @@ the run made it:
                                       runs on the revealed slots' rows only;
                                       `diffusion`: its first pass and the draws)
   propose_step       per slot row x (decoder_row_passes − decoder_rows)
-                                      (latent `diffusion`: each further intra-patch
-                                      pass the run executed, on the rows it ran:
-                                      propose's while loop counted by trip count)
+                                      (latent `ar` and `diffusion`: each further
+                                      intra-patch pass the run executed, on the rows
+                                      it ran: propose's while loop counted by trip count)
   commit             per slot row x encoder_rows      (latent: the local encoder
                                       encodes each slot once, when revealed)
   entropy_scores     x steps          adaptive sampler (latent: D's first position)
@@ -45,7 +45,7 @@ def callback_flops(model, params, top_p: float, num_samples: int, length: int,
   num_samples rows, every unit revealed (so gathering samplers count all their
   rows): {'predict', 'propose', 'commit', 'entropy_scores',
   'remaining_entropy', 'confidence_scores'}, and 'propose_step' (one more
-  intra-patch pass of the `diffusion` decoder; 0 for others): propose with
+  intra-patch pass of the `ar` or `diffusion` decoder; 0 for others): propose with
   its loop run k more times costs propose + k · propose_step. intra_patch:
   the `diffusion` decoder's rule the run used (its loop body differs with
   intra_patch.speculative); None: the adapter's default."""
@@ -69,8 +69,9 @@ def callback_flops(model, params, top_p: float, num_samples: int, length: int,
 
 def intra_patch_loop(model) -> bool:
   """Whether the model's proposals run a data-dependent loop of decoder
-  passes (latent MDLM with the `diffusion` local decoder)."""
-  return getattr(model, 'decoder_mode', None) == 'diffusion'
+  passes (latent MDLM with the `ar` or `diffusion` local decoder: their
+  passes after the first stop once every patch in the buffer is decided)."""
+  return getattr(model, 'decoder_mode', None) in ('ar', 'diffusion')
 
 
 def calls_made(options: SamplerOptions, stats: dict, units: int) -> dict:

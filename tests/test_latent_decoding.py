@@ -125,6 +125,30 @@ def test_gathered_draws_equal_the_whole_batch_draws(trained, mode):
   assert int(decoded) < n
 
 
+def test_ar_draws_stop_once_every_patch_has_ended(trained):
+  """`ar` runs position 0 on the whole buffer, then each position on the rows
+  still decoding only (the smallest buffer of the ladder that holds them), and
+  stops after the longest patch's end: a patch costs len + 1 positions."""
+  model, params = trained['ar']
+  cond = latents(model, params)
+  n, L = cond.shape[0], model.patch_config.max_patch_len
+  reveal = jnp.asarray(np.random.RandomState(1).rand(n) < 0.6)
+  with jax.enable_x64(True):
+    drawn = jax.jit(lambda k: model.decoder.draw_revealed(params, k, cond, reveal))(
+        jax.random.PRNGKey(3))
+  r = np.asarray(reveal)
+  lengths, steps = np.asarray(drawn['lengths']), np.asarray(drawn['steps'])
+  np.testing.assert_array_equal(steps, np.where(r, lengths + 1, 0))
+  assert int(drawn['passes']) == steps.max() < L + 1  # no patch ran to L here
+  assert len(set(lengths[r])) > 1
+  buffer = int(drawn['decoded'])
+  ladder = slot_gather.capacities(buffer, slot_gather.NESTED_LADDER_HALVINGS)
+  running = [int(np.sum(steps > j)) for j in range(1, steps.max())]  # rows at position j
+  assert int(drawn['row_passes']) == buffer + sum(min(c for c in ladder if c >= count)
+                                                  for count in running)
+  assert int(drawn['row_passes']) < buffer * steps.max()
+
+
 def test_map_selected_runs_nothing_when_nothing_is_selected():
   out, rows = slot_gather.map_selected(lambda x, i: x * 2, jnp.arange(8.0), jnp.zeros(8, bool),
                                        -1.0)

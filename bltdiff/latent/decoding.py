@@ -5,7 +5,10 @@
                               (first byte, length, the rest in one pass), or
                               `diffusion` (T_steps(p) intra-patch denoising passes)
   PatchDecoder.draw_revealed  only the rows a sampler step reveals, gathered into a
-                              buffer of static size (`slot_gather`) and scattered back
+                              buffer of static size (`slot_gather`) and scattered back;
+                              `ar` and `diffusion` run each pass after the first on
+                              the rows still decoding and stop when none is (`ar`:
+                              a buffer costs its patches' len + 1 positions)
   PatchDecoder.first_symbol_log_probs   D's first position alone (cheap scores)
   PatchDecoder.entropy_estimate         Ĥ(patch | h_i) per row (adaptive plans)
   PatchDecoder.greedy         the most likely symbol at every position, and the
@@ -47,8 +50,6 @@ class PatchDecoder:
     self.mode = net.decoder_mode
     self.max_patch_len = net.max_patch_len
     self.net = net
-    # Sequential decoder passes a buffer runs (`diffusion`: its rows' largest T_steps(p)).
-    self.buffer_passes = {'ar': net.max_patch_len + 1, 'parallel': 1}.get(self.mode)
     if self.mode == 'ar':
       # The same parameters, run one position at a time with a cache.
       self.stepper = ARDecoder(dim=net.dec_dim, num_layers=net.dec_layers,
@@ -90,30 +91,32 @@ class PatchDecoder:
     {tokens [N, L], lengths [N] (other rows PAD / 0), decoded []: rows in the
     buffer, steps [N]: the passes each revealed patch needed (0 elsewhere;
     `ar` its len + 1 symbols, `diffusion` its T_steps(p), fewer if complete
-    sooner), passes []: sequential decoder passes run on the buffer (`ar`
-    L + 1: its scan has a static length; `diffusion`: the largest steps),
-    row_passes []: rows the decoder ran, summed over its passes (`diffusion`:
-    the buffer's first pass, then only the rows still decoding: `reveal`,
-    `speculative`)}."""
+    sooner), passes []: sequential decoder passes run on the buffer (the
+    largest steps; `parallel` 1), row_passes []: rows the decoder ran, summed
+    over its passes (`ar` and `diffusion`: the buffer's first pass, then only
+    the rows still decoding: `_draw_ar_running`, `reveal`, `speculative`)}."""
     n = cond_rows.shape[0]
     count = jnp.sum(reveal)
 
     def draw_rows(cond, rows):  # -> (outputs per row, rows the decoder ran over all passes)
       k = cond.shape[0]
-      if self.mode != 'diffusion':
-        out, lengths, _ = self.draw(params, key, cond, top_p, rows)
-        steps = lengths + 1 if self.mode == 'ar' else jnp.ones((k,), jnp.int32)
-        return (out, lengths, steps), jnp.int32(k * self.buffer_passes)
+      if self.mode == 'parallel':
+        out, lengths, _ = self._draw_parallel(params, key, cond, top_p, rows)
+        return (out, lengths, jnp.ones((k,), jnp.int32)), jnp.int32(k)
       # map_selected pads a gathered buffer at its end (repeating the last row):
-      # padding rows plan no steps, so they cannot lengthen the loop.
+      # padding rows decode nothing, so they cannot lengthen the loop.
       valid = reveal[rows] & ((jnp.arange(k) < count) | (k == n))
-      out, lengths, _, steps, rows_run = self._draw_diffusion(params, key, cond, top_p, rows,
-                                                              intra_patch, valid)
+      if self.mode == 'ar':
+        out, lengths, steps, rows_run = self._draw_ar_running(params, key, cond, top_p, rows,
+                                                              valid)
+      else:
+        out, lengths, _, steps, rows_run = self._draw_diffusion(params, key, cond, top_p, rows,
+                                                                intra_patch, valid)
       return (out, lengths, steps), rows_run
 
     ((out, lengths, steps), row_passes), decoded = slot_gather.map_selected(
         draw_rows, cond_rows, reveal, (vocab.PAD, 0, 0), totals=True)
-    passes = jnp.max(steps, initial=0) if self.mode == 'diffusion' else self.buffer_passes
+    passes = 1 if self.mode == 'parallel' else jnp.max(steps, initial=0)
     return dict(tokens=out, lengths=lengths, decoded=decoded, steps=steps, passes=passes,
                 row_passes=row_passes)
 
@@ -149,41 +152,91 @@ class PatchDecoder:
     return lp, updated['cache']
 
   def _draw_ar(self, params, key, cond, top_p, rows):
-    pick = lambda lp, j: categorical.gumbel_argmax(
-        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows)
-    drawn, length, entropy, _ = self._decode_ar(params, cond, pick)
+    drawn, length, entropy, _ = self._decode_ar(params, cond, self._ar_pick(key, top_p, rows))
     return drawn, length, entropy
 
   def _greedy_ar(self, params, cond):
-    pick = lambda lp, j: jnp.argmax(lp, axis=-1).astype(jnp.int32)
+    pick = lambda lp, j, index: jnp.argmax(lp, axis=-1).astype(jnp.int32)
     chosen, length, _, total = self._decode_ar(params, cond, pick)
     return chosen, length, total / (length + 1).astype(jnp.float32)
 
-  def _decode_ar(self, params, cond, pick):
-    """Decodes every row byte by byte, pick(log-probs [k, V], position) ->
-    symbol [k] choosing each: (bytes [k, L] PAD after the end, lengths [k],
-    entropy of D's distributions along the path [k], log-prob of the path [k]),
-    both summed up to and including the end symbol."""
-    k, L = cond.shape[0], self.max_patch_len
+  @staticmethod
+  def _ar_pick(key, top_p, rows):
+    """pick(log-probs [r, V], position, index [r]) drawing the symbols of the
+    buffer rows `index`, position j with `fold_in(key, j)`, row r's noise its own."""
+    return lambda lp, j, index: categorical.gumbel_argmax(
+        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows[index])
 
-    def step(carry, j):
-      cache, previous, length, entropy, total = carry
-      lp, cache = self._ar_step(params, cache, cond, previous[:, None], j)
-      symbol = pick(lp, j)
-      ended = length >= 0
-      entropy = entropy + jnp.where(ended, 0.0, categorical.entropy_of(lp))
-      total = total + jnp.where(ended, 0.0, jnp.take_along_axis(lp, symbol[:, None], -1)[:, 0])
-      stop = ~ended & (symbol == vocab.END_OF_PATCH)
-      length = jnp.where(stop, j, length)
-      byte = jnp.where(ended | stop, vocab.PAD, symbol)
-      return (cache, byte, length, entropy, total), byte
-
+  def _ar_start(self, k: int, valid=None):
+    """The state before position 0 of k rows: (cache, previous symbol [k], length [k]
+    (−1 while decoding; 0 for rows not `valid`, which decode nothing), entropy [k],
+    log-prob [k], symbols [k, L+1] (PAD))."""
+    L = self.max_patch_len
+    length = jnp.full((k,), -1, jnp.int32)
+    if valid is not None:
+      length = jnp.where(valid, length, 0)
     zeros = jnp.zeros((k,), jnp.float32)
-    init = (self._empty_cache(k), jnp.full((k,), START, jnp.int32),
-            jnp.full((k,), -1, jnp.int32), zeros, zeros)
-    (_, _, length, entropy, total), out = jax.lax.scan(
-        step, init, jnp.arange(L + 1, dtype=jnp.int32))
-    return out[:L].T, length, entropy, total  # the symbol chosen at position j is byte j
+    return (self._empty_cache(k), jnp.full((k,), START, jnp.int32), length, zeros, zeros,
+            jnp.full((k, L + 1), vocab.PAD, jnp.int32))
+
+  def _ar_position(self, params, cond, pick, state, j, index):
+    """Position j of the buffer rows `index` [r]: their state (`_ar_start`) -> the
+    state after j, the symbol chosen there written at column j (PAD once ended)."""
+    cache, previous, length, entropy, total, out = state
+    lp, cache = self._ar_step(params, cache, cond[index], previous[:, None], j)
+    symbol = pick(lp, j, index)
+    ended = length >= 0
+    entropy = entropy + jnp.where(ended, 0.0, categorical.entropy_of(lp))
+    total = total + jnp.where(ended, 0.0, jnp.take_along_axis(lp, symbol[:, None], -1)[:, 0])
+    stop = ~ended & (symbol == vocab.END_OF_PATCH)
+    length = jnp.where(stop, j, length)
+    byte = jnp.where(ended | stop, vocab.PAD, symbol)
+    return cache, byte, length, entropy, total, out.at[:, j].set(byte)
+
+  def _decode_ar(self, params, cond, pick):
+    """Decodes every row byte by byte, pick(log-probs [k, V], position, rows [k])
+    -> symbol [k] choosing each: (bytes [k, L] PAD after the end, lengths [k],
+    entropy of D's distributions along the path [k], log-prob of the path [k]),
+    both summed up to and including the end symbol. All L + 1 positions on
+    every row (a scan: the scores of whole batches, e.g. the confidence
+    sampler's greedy patches); the sampler's draws stop early (`_draw_ar_running`)."""
+    k = cond.shape[0]
+    every_row = jnp.arange(k)
+    position = lambda state, j: (self._ar_position(params, cond, pick, state, j, every_row),
+                                 None)
+    state, _ = jax.lax.scan(position, self._ar_start(k),
+                            jnp.arange(self.max_patch_len + 1, dtype=jnp.int32))
+    _, _, length, entropy, total, out = state
+    return out[:, :-1], length, entropy, total  # the symbol chosen at position j is byte j
+
+  def _draw_ar_running(self, params, key, cond, top_p, rows, valid):
+    """`_draw_ar`'s draws of the `valid` [k] rows, stopping once each has drawn its
+    end: position 0 on the whole buffer, then each position on the rows still
+    decoding only, gathered on `slot_gather`'s ladder (as `reveal`), so a
+    buffer costs its patches' len + 1 positions, not L + 1 on every row.
+    -> (bytes [k, L], lengths [k], positions run per row [k] (len + 1; 0 where
+    not valid), rows run over all positions [])."""
+    k, L = cond.shape[0], self.max_patch_len
+    pick = self._ar_pick(key, top_p, rows)
+    position = lambda state, j, index: self._ar_position(params, cond, pick, state, j, index)
+    state = position(self._ar_start(k, valid), jnp.int32(0), jnp.arange(k))
+    fill = jax.tree.map(lambda x: jnp.zeros((), x.dtype), state)
+
+    def body(carry):
+      j, state, rows_run = carry
+      running = state[2] < 0
+      new, ran = slot_gather.map_selected(lambda rows_in, index: position(rows_in, j, index),
+                                          state, running, fill,
+                                          halvings=slot_gather.NESTED_LADDER_HALVINGS)
+      keep = lambda n, o: jnp.where(running.reshape((k,) + (1,) * (o.ndim - 1)), n, o)
+      return j + 1, jax.tree.map(keep, new, state), rows_run + ran
+
+    # Position L allows only the end (`ar_constrain_at`): every row stops by then.
+    _, state, rows_run = jax.lax.while_loop(
+        lambda c: (c[0] <= L) & jnp.any(c[1][2] < 0), body, (jnp.int32(1), state, jnp.int32(0)))
+    length, out = state[2], state[5]
+    steps = jnp.where(valid, length + 1, 0)
+    return out[:, :-1], length, steps, k + rows_run
 
   # --- `parallel`: first byte, length, then the rest in one pass ----------------
 

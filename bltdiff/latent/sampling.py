@@ -12,7 +12,7 @@ The sampler state is a dict of patch slots:
                       passes each needed (`ar` its len + 1 symbols, `parallel` 1,
                       `diffusion` T_steps(p), fewer once complete)
   decoder_row_passes  int32 []: Σ over decoder calls of the rows each pass ran on
-                      (`ar`/`parallel`: buffer rows x passes; `diffusion`: the
+                      (`parallel`: the buffer's rows; `ar`, `diffusion`: the
                       buffer once, then each pass's buffer of rows still decoding)
 
 One step = one latent-network call and the local decoder on the slots it
