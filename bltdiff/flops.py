@@ -62,7 +62,7 @@ COST_CLASSES = {
     'combine': 'scatter-add scatter_add scatter-mul scatter_mul scatter-min scatter_min '
                'scatter-max scatter_max',
     'free': """reshape broadcast_in_dim transpose squeeze expand_dims rev slice dynamic_slice
-        dynamic_update_slice gather scatter concatenate pad split convert_element_type
+        dynamic_update_slice gather scatter concatenate pad split tile convert_element_type
         bitcast_convert_type iota copy copy_p stop_gradient sharding_constraint mesh_cast
         reshard device_put optimization_barrier random_bits random_seed random_wrap
         random_unwrap random_fold_in random_split threefry2x32 psum psum_invariant pmax pmin
