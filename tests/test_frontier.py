@@ -64,3 +64,20 @@ def test_baseline_settings_inside_the_interval_count_as_reaching_it():
   assert frontier.cost_within_interval(with_ci, 4.9, 'flops_per_byte') == (None, None)
   candidate = [row('bltdiff', 8, 4.95, 1e5, 0.05)]
   assert frontier.speedup(with_ci, candidate, 5.0)['flops_ratio'] == pytest.approx(20.0)
+
+
+def test_a_setting_that_cannot_be_told_apart_from_the_best_one_reaches_it():
+  """q is the best row's gen-bpb, itself an estimate: a cheaper row whose
+  interval misses the point q but whose gap to that row is within the two
+  intervals' combined half-width (√(0.06² + 0.06²) = 0.085) reaches q; a gap
+  beyond it does not."""
+  ci = lambda r, w: dict(r, gen_bpb_ci=[r['gen_bpb'] - w, r['gen_bpb'] + w])
+  best = ci(row('byte_mdlm', 128, 5.0, 16e6, 1.6), 0.06)
+  near = ci(row('byte_mdlm', 64, 5.08, 8e6, 0.8), 0.06)  # 5.02 > 5.0: misses the point
+  far = ci(row('byte_mdlm', 32, 5.10, 4e6, 0.4), 0.06)
+  cost, r = frontier.cost_within_interval([best, near, far], 5.0, 'flops_per_byte')
+  assert (cost, r['steps']) == (8e6, 64)
+  cost, r = frontier.cost_within_interval([best, far], 5.0, 'flops_per_byte')
+  assert (cost, r['steps']) == (16e6, 128)
+  # At a level that is no row's gen-bpb, the interval must reach it.
+  assert frontier.cost_within_interval([near, far], 5.0, 'flops_per_byte') == (None, None)
