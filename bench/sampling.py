@@ -484,8 +484,10 @@ def notes(out) -> str:
   parts.extend(intra_patch_notes(out))
   parts.extend(distilled_notes(out['rows'], out['settings']['length']))
   parts.append('Intervals: 95% bootstrap over samples; a gap smaller than them is not a result.')
-  for run in out.get('partial_runs', ()):
+  for run in current_partial_runs(out):
     which = ', '.join(run.get('samplers', []) + run.get('systems', []))
+    if run.get('but'):  # a run of every system, some of its rows since measured again
+      which += f" rows of systems other than {', '.join(run['but'])}; these"
     variant = run.get('bltdiff_variant', 'base')
     judge = run.get('evaluator_bpb')  # None: runs before it was recorded
     differs = judge is not None and abs(judge - out['evaluator']['validation_bpb']) > 1e-6
@@ -688,6 +690,32 @@ def distilled_notes(rows, length: int) -> list[str]:
   return out
 
 
+def current_partial_runs(out) -> list[dict]:
+  """The partial runs whose rows are still in the JSON, for the notes: each
+  run's systems less those a later run measured again (with every sampler it
+  had) or that were dropped after it; a run left with none is left out. A run
+  of every system stays unless a later run of every system covers it, with
+  `but`: the systems later runs named."""
+  runs = out.get('partial_runs', [])
+  current = []
+  for i, run in enumerate(runs):
+    variant = run.get('bltdiff_variant', 'base')
+    later = [r for r in runs[i + 1:] if r.get('bltdiff_variant', 'base') == variant
+             and (not r['samplers'] or (run['samplers']
+                                        and set(run['samplers']) <= set(r['samplers'])))]
+    if not run.get('systems'):
+      if not any(not r.get('systems') for r in later):
+        named = sorted({s for r in later for s in r['systems']})
+        current.append(dict(run, but=named) if named else run)
+      continue
+    dropped = {s for d in out.get('dropped', ()) if d['date'] >= run['date'] for s in d['systems']}
+    systems = [s for s in run['systems'] if s not in dropped and not any(
+        not r.get('systems') or s in r['systems'] for r in later)]
+    if systems:
+      current.append(dict(run, systems=systems))
+  return current
+
+
 def short_headline(out) -> str:
   """README's lines: the matched-quality ratio, what sets it, and byte AR."""
   f, rows = out['frontier'], out['rows']
@@ -696,7 +724,7 @@ def short_headline(out) -> str:
   v = f['vs_byte_mdlm']
   found = caveats(rows)
   return ' '.join([f"At byte MDLM's best sample quality (gen-bpb {v['quality']:.3f}, reached "
-                   f"within its interval by {v['byte_mdlm_setting']}), bltdiff "
+                   f"within the 95% intervals by {v['byte_mdlm_setting']}), bltdiff "
                    f"({v['bltdiff_row']}) needs {v['flops_ratio']:.1f}x fewer FLOPs per byte and "
                    f"{v['wall_ratio']:.1f}x less wall time per sample."]
                   + [c for c in found if c.startswith(("bltdiff's fixed", 'At equal', 'Byte AR'))])
