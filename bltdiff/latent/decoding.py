@@ -15,6 +15,7 @@
                               mean log-probability per symbol of that patch (the
                               confidence sampler's score: no draw, no length bias)
 
+`ar` draws byte by byte with a key/value cache (`cached_ar`).
 `diffusion` decodes a patch in T_steps(p) passes, its rule in `intra_patch`,
 by `reveal` (masked diffusion's reverse process) or `speculative` (the
 left-to-right chain, drafts checked in parallel; intra_patch.speculative).
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 
 from bltdiff import vocab
 from bltdiff.errors import ConfigError
-from bltdiff.latent import slot_gather
+from bltdiff.latent import cached_ar, slot_gather
 from bltdiff.latent.diffusion_decoder import diffusion_lengths
 from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule, reveal_ranks
 from bltdiff.latent.local_decoder import START, ARDecoder
@@ -151,6 +152,23 @@ class PatchDecoder:
                                      mutable=['cache'])
     return lp, updated['cache']
 
+  def _ar_stepper(self, params, cond):
+    """step(cache, index, inputs, position) of `cached_ar` for the rows `index` of cond."""
+    return lambda cache, index, inputs, j: self._ar_step(params, cache, cond[index], inputs, j)
+
+  @staticmethod
+  def _ar_pick(key, top_p, rows):
+    """pick(log-probs [r, V], position, index [r]) drawing the symbols of the
+    buffer rows `index`, position j with `fold_in(key, j)`, row r's noise its own."""
+    return lambda lp, j, index: categorical.gumbel_argmax(
+        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows[index])
+
+  def _decode_ar(self, params, cond, pick):
+    """All L + 1 positions on every row (`cached_ar.decode_every_position`)."""
+    k = cond.shape[0]
+    return cached_ar.decode_every_position(self._ar_stepper(params, cond), pick,
+                                           self._empty_cache(k), k, self.max_patch_len)
+
   def _draw_ar(self, params, key, cond, top_p, rows):
     drawn, length, entropy, _ = self._decode_ar(params, cond, self._ar_pick(key, top_p, rows))
     return drawn, length, entropy
@@ -160,83 +178,10 @@ class PatchDecoder:
     chosen, length, _, total = self._decode_ar(params, cond, pick)
     return chosen, length, total / (length + 1).astype(jnp.float32)
 
-  @staticmethod
-  def _ar_pick(key, top_p, rows):
-    """pick(log-probs [r, V], position, index [r]) drawing the symbols of the
-    buffer rows `index`, position j with `fold_in(key, j)`, row r's noise its own."""
-    return lambda lp, j, index: categorical.gumbel_argmax(
-        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows[index])
-
-  def _ar_start(self, k: int, valid=None):
-    """The state before position 0 of k rows: (cache, previous symbol [k], length [k]
-    (−1 while decoding; 0 for rows not `valid`, which decode nothing), entropy [k],
-    log-prob [k], symbols [k, L+1] (PAD))."""
-    L = self.max_patch_len
-    length = jnp.full((k,), -1, jnp.int32)
-    if valid is not None:
-      length = jnp.where(valid, length, 0)
-    zeros = jnp.zeros((k,), jnp.float32)
-    return (self._empty_cache(k), jnp.full((k,), START, jnp.int32), length, zeros, zeros,
-            jnp.full((k, L + 1), vocab.PAD, jnp.int32))
-
-  def _ar_position(self, params, cond, pick, state, j, index):
-    """Position j of the buffer rows `index` [r]: their state (`_ar_start`) -> the
-    state after j, the symbol chosen there written at column j (PAD once ended)."""
-    cache, previous, length, entropy, total, out = state
-    lp, cache = self._ar_step(params, cache, cond[index], previous[:, None], j)
-    symbol = pick(lp, j, index)
-    ended = length >= 0
-    entropy = entropy + jnp.where(ended, 0.0, categorical.entropy_of(lp))
-    total = total + jnp.where(ended, 0.0, jnp.take_along_axis(lp, symbol[:, None], -1)[:, 0])
-    stop = ~ended & (symbol == vocab.END_OF_PATCH)
-    length = jnp.where(stop, j, length)
-    byte = jnp.where(ended | stop, vocab.PAD, symbol)
-    return cache, byte, length, entropy, total, out.at[:, j].set(byte)
-
-  def _decode_ar(self, params, cond, pick):
-    """Decodes every row byte by byte, pick(log-probs [k, V], position, rows [k])
-    -> symbol [k] choosing each: (bytes [k, L] PAD after the end, lengths [k],
-    entropy of D's distributions along the path [k], log-prob of the path [k]),
-    both summed up to and including the end symbol. All L + 1 positions on
-    every row (a scan: the scores of whole batches, e.g. the confidence
-    sampler's greedy patches); the sampler's draws stop early (`_draw_ar_running`)."""
-    k = cond.shape[0]
-    every_row = jnp.arange(k)
-    position = lambda state, j: (self._ar_position(params, cond, pick, state, j, every_row),
-                                 None)
-    state, _ = jax.lax.scan(position, self._ar_start(k),
-                            jnp.arange(self.max_patch_len + 1, dtype=jnp.int32))
-    _, _, length, entropy, total, out = state
-    return out[:, :-1], length, entropy, total  # the symbol chosen at position j is byte j
-
   def _draw_ar_running(self, params, key, cond, top_p, rows, valid):
-    """`_draw_ar`'s draws of the `valid` [k] rows, stopping once each has drawn its
-    end: position 0 on the whole buffer, then each position on the rows still
-    decoding only, gathered on `slot_gather`'s ladder (as `reveal`), so a
-    buffer costs its patches' len + 1 positions, not L + 1 on every row.
-    -> (bytes [k, L], lengths [k], positions run per row [k] (len + 1; 0 where
-    not valid), rows run over all positions [])."""
-    k, L = cond.shape[0], self.max_patch_len
-    pick = self._ar_pick(key, top_p, rows)
-    position = lambda state, j, index: self._ar_position(params, cond, pick, state, j, index)
-    state = position(self._ar_start(k, valid), jnp.int32(0), jnp.arange(k))
-    fill = jax.tree.map(lambda x: jnp.zeros((), x.dtype), state)
-
-    def body(carry):
-      j, state, rows_run = carry
-      running = state[2] < 0
-      new, ran = slot_gather.map_selected(lambda rows_in, index: position(rows_in, j, index),
-                                          state, running, fill,
-                                          halvings=slot_gather.NESTED_LADDER_HALVINGS)
-      keep = lambda n, o: jnp.where(running.reshape((k,) + (1,) * (o.ndim - 1)), n, o)
-      return j + 1, jax.tree.map(keep, new, state), rows_run + ran
-
-    # Position L allows only the end (`ar_constrain_at`): every row stops by then.
-    _, state, rows_run = jax.lax.while_loop(
-        lambda c: (c[0] <= L) & jnp.any(c[1][2] < 0), body, (jnp.int32(1), state, jnp.int32(0)))
-    length, out = state[2], state[5]
-    steps = jnp.where(valid, length + 1, 0)
-    return out[:, :-1], length, steps, k + rows_run
+    """`_draw_ar`'s draws of the `valid` rows, stopping early (`cached_ar.draw_running`)."""
+    return cached_ar.draw_running(self._ar_stepper(params, cond), self._ar_pick(key, top_p, rows),
+                                  self._empty_cache(cond.shape[0]), valid, self.max_patch_len)
 
   # --- `parallel`: first byte, length, then the rest in one pass ----------------
 
