@@ -36,10 +36,10 @@ def start_state(cache, k: int, max_patch_len: int, valid=None):
 
 
 def advance(step, pick, state, j, index):
-  """Position j of the buffer rows `index` [r]: their state -> the state after
-  j, the symbol chosen there written at column j (PAD once ended).
-  step(cache, index, inputs [r, 1], position) -> (log-probs [r, V], cache);
-  pick(log-probs [r, V], position, index) -> symbols [r]."""
+  """Position j of the buffer rows `index` [r] (None: every row, no gather):
+  their state -> the state after j, the symbol chosen there written at column
+  j (PAD once ended). step(cache, index, inputs [r, 1], position) ->
+  (log-probs [r, V], cache); pick(log-probs [r, V], position, index) -> symbols [r]."""
   cache, previous, length, entropy, total, out = state
   lp, cache = step(cache, index, previous[:, None], j)
   symbol = pick(lp, j, index)
@@ -55,8 +55,7 @@ def advance(step, pick, state, j, index):
 def decode_every_position(step, pick, cache, k: int, max_patch_len: int):
   """Every row through all L + 1 positions -> (bytes [k, L] PAD after the end,
   lengths [k], entropy [k], log-prob of the path [k])."""
-  every_row = jnp.arange(k)
-  position = lambda state, j: (advance(step, pick, state, j, every_row), None)
+  position = lambda state, j: (advance(step, pick, state, j, None), None)
   state, _ = jax.lax.scan(position, start_state(cache, k, max_patch_len),
                           jnp.arange(max_patch_len + 1, dtype=jnp.int32))
   _, _, length, entropy, total, out = state
@@ -70,8 +69,7 @@ def draw_running(step, pick, cache, valid, max_patch_len: int):
   -> (bytes [k, L], lengths [k], positions run per row [k] (len + 1; 0 where
   not valid), rows run over all positions [])."""
   k = valid.shape[0]
-  state = advance(step, pick, start_state(cache, k, max_patch_len, valid), jnp.int32(0),
-                  jnp.arange(k))
+  state = advance(step, pick, start_state(cache, k, max_patch_len, valid), jnp.int32(0), None)
   fill = jax.tree.map(lambda x: jnp.zeros((), x.dtype), state)
 
   def body(carry):

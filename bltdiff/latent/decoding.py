@@ -153,15 +153,17 @@ class PatchDecoder:
     return lp, updated['cache']
 
   def _ar_stepper(self, params, cond):
-    """step(cache, index, inputs, position) of `cached_ar` for the rows `index` of cond."""
-    return lambda cache, index, inputs, j: self._ar_step(params, cache, cond[index], inputs, j)
+    """step(cache, index, inputs, position) of `cached_ar`: rows `index` of cond (None: all)."""
+    return lambda cache, index, inputs, j: self._ar_step(
+        params, cache, cond if index is None else cond[index], inputs, j)
 
   @staticmethod
   def _ar_pick(key, top_p, rows):
-    """pick(log-probs [r, V], position, index [r]) drawing the symbols of the
-    buffer rows `index`, position j with `fold_in(key, j)`, row r's noise its own."""
+    """pick(log-probs [r, V], position, index [r] or None: all) drawing the buffer
+    rows' symbols, position j with `fold_in(key, j)`, row r's noise its own."""
     return lambda lp, j, index: categorical.gumbel_argmax(
-        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p), rows[index])
+        jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p),
+        rows if index is None else rows[index])
 
   def _decode_ar(self, params, cond, pick):
     """All L + 1 positions on every row (`cached_ar.decode_every_position`)."""
