@@ -76,6 +76,10 @@ base config of the systems it names:
                          (model.dec_block_queries; 3L tokens a pass, not 2L)
   diffusion_visible_recon
                          the base with visible_recon's training term
+  previous_symbol        the base with the previous-symbol input
+                         (model.dec_previous_symbol: every token also embeds
+                         the symbol before it, the `ar` decoder's direct path
+                         to the previous byte)
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -143,6 +147,10 @@ def _width_x1_5(c):
 
 def _visible_recon(c):
   c.model.update(visible_weight=1.0)
+
+
+def _previous_symbol(c):
+  c.model.update(dec_previous_symbol=True)
 
 
 def _seed(seed):
@@ -214,6 +222,8 @@ VARIANTS = {
     'block_queries': (('bltdiff_diffusion',), lambda c: c.model.update(dec_block_queries=True)),
     # ... and with visible_recon's term: does a latent that uses context give Ĥ(p) a spread?
     'diffusion_visible_recon': (('bltdiff_diffusion',), _visible_recon),
+    # ... and with the symbol before each position as an input (the `ar` decoder's bigram path).
+    'previous_symbol': (('bltdiff_diffusion',), _previous_symbol),
 }
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)

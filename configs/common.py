@@ -126,6 +126,9 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # `diffusion` with two streams: a second query per position trained on what a
       # sampler of fewer than L intra-patch steps sees (its value leaves the bound)
       dec_block_queries=False,
+      # `diffusion` only: every token also embeds the symbol before it, as it sees it
+      # (the `ar` decoder's direct path to the previous byte)
+      dec_previous_symbol=False,
       # Training only (bltdiff/latent/train_objective.py; eval is the bound as always):
       # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
       # 'independent' draws t then the masked slots, 'count' draws their number.

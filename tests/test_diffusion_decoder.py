@@ -35,7 +35,7 @@ SCHEDULE = Schedule('loglinear')  # the default: α = 1 − t, w = 1/t
 
 @functools.lru_cache(maxsize=8)
 def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1, two_stream=False,
-                     entropy_head=False, block_queries=False):
+                     entropy_head=False, block_queries=False, previous_symbol=False):
   """A tiny latent MDLM with the `diffusion` decoder, its readout replaced by
   one that puts its mass on 'a', 'b' and the end (logits of about ±12, the
   other symbols 0): predictions that depend strongly on what is visible, and
@@ -45,7 +45,8 @@ def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1, two_stream=
                                                 dec_nelbo_draws=nelbo_draws,
                                                 dec_two_stream=two_stream,
                                                 dec_entropy_head=entropy_head,
-                                                dec_block_queries=block_queries)),
+                                                dec_block_queries=block_queries,
+                                                dec_previous_symbol=previous_symbol)),
                      common.patching_config(mode='space', max_patch_len=max_patch_len,
                                             num_slots=12))
   params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0),
@@ -58,10 +59,11 @@ def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1, two_stream=
 
 
 @functools.lru_cache(maxsize=8)
-def denoiser(max_patch_len=L, order_bias=0.0, two_stream=False):
+def denoiser(max_patch_len=L, order_bias=0.0, two_stream=False, previous_symbol=False):
   """One intra-patch pass, jitted: (cond [rows, D], z [rows, L], rank [rows, L]
   of the visible positions, or None) -> log-probs."""
-  model, params = model_and_params(max_patch_len, order_bias, two_stream=two_stream)
+  model, params = model_and_params(max_patch_len, order_bias, two_stream=two_stream,
+                                   previous_symbol=previous_symbol)
   return jax.jit(lambda c, z, rank=None: model.decoder.denoise_patch(params, c, z, rank))
 
 
@@ -160,15 +162,18 @@ def test_nelbo_weighting_is_tight_for_exact_conditionals(order_bias):
     assert abs(estimates.mean() - exact) < 4 * stderr + 1e-3, (estimates.mean(), exact, stderr)
 
 
-@pytest.mark.parametrize('order_bias, nelbo_draws', [(0.0, 1), (1.5, 1), (1.5, 3)])
-def test_decoder_bound_stays_above_the_exact_patch_nll(order_bias, nelbo_draws):
+@pytest.mark.parametrize('order_bias, nelbo_draws, previous_symbol',
+                         [(0.0, 1, False), (1.5, 1, False), (1.5, 3, False), (1.5, 1, True)])
+def test_decoder_bound_stays_above_the_exact_patch_nll(order_bias, nelbo_draws, previous_symbol):
   """A tiny decoder whose p(patch | h) is computed exactly (all 3! reveal
   orders, weighed by their law): the exact NELBO is above it, and the
   training path's Monte Carlo estimate (LatentMDLM.patch_log_prob) averages
   to the exact NELBO, with one draw per patch or the mean of several. For the
   uniform order (β = 0) the NELBO over orders is MDLM's continuous-time NELBO
-  over maskings (all 2^3 of them)."""
-  model, params = model_and_params(order_bias=order_bias, nelbo_draws=nelbo_draws)
+  over maskings (all 2^3 of them). previous_symbol: the same with the input
+  of the symbol before each position."""
+  model, params = model_and_params(order_bias=order_bias, nelbo_draws=nelbo_draws,
+                                   previous_symbol=previous_symbol)
   cond = conditions(1, model.net.dec_dim)
   patch = np.array([ord('a'), ord('b'), vocab.PAD], np.int32)  # 'ab': y = (a, b, END)
   y = np.asarray(diffusion_targets(patch[None], jnp.array([2])))[0]
@@ -179,7 +184,7 @@ def test_decoder_bound_stays_above_the_exact_patch_nll(order_bias, nelbo_draws):
     key = tuple(sorted(hidden))
     if key not in cache:
       z = jnp.asarray(masked_as(y, hidden))[None]
-      lp = np.asarray(denoiser(L, order_bias)(cond, z))[0]
+      lp = np.asarray(denoiser(L, order_bias, previous_symbol=previous_symbol)(cond, z))[0]
       cache[key] = {j: -float(lp[j, y[j]]) for j in hidden}
     return cache[key]
 
@@ -222,21 +227,23 @@ def permutation_ranks(order):
   return jnp.asarray(rank)[None]
 
 
-@pytest.mark.parametrize('order_bias', [0.0, 1.5])
-def test_two_streams_score_each_order_as_its_sampler_draws(order_bias):
+@pytest.mark.parametrize('order_bias, previous_symbol', [(0.0, False), (1.5, False), (0.0, True)])
+def test_two_streams_score_each_order_as_its_sampler_draws(order_bias, previous_symbol):
   """Two streams: the training pass (`ordered`) gives, at every position j,
   what the sampling pass gives for j once the positions ranked before it are
   revealed in that order; so −Σ_j log of it is −log of the probability that
   revealing in order σ writes y. Over all 3! orders weighed by their law, the
   NELBO is above the exact −log p_D(y), and the training path's Monte Carlo
-  estimate averages to it."""
-  model, params = model_and_params(order_bias=order_bias, two_stream=True)
+  estimate averages to it. previous_symbol: the symbol before a position
+  enters its prediction only when ranked before it, in both passes."""
+  model, params = model_and_params(order_bias=order_bias, two_stream=True,
+                                   previous_symbol=previous_symbol)
   cond = conditions(1, model.net.dec_dim, seed=2)
   patch = np.array([ord('a'), ord('b'), vocab.PAD], np.int32)
   y = diffusion_targets(jnp.asarray(patch)[None], jnp.array([2]))
   ordered = jax.jit(lambda c, y, r: model.net.apply(
       {'params': params}, lambda dec: dec.ordered(c, y, r), method='decoder_apply'))
-  step = denoiser(L, order_bias, True)
+  step = denoiser(L, order_bias, True, previous_symbol)
   log_q, nll = [], []
   for order in itertools.permutations(range(L)):
     rank = permutation_ranks(order)
@@ -254,9 +261,13 @@ def test_two_streams_score_each_order_as_its_sampler_draws(order_bias):
   assert abs(mean - bound) < 4 * stderr + 1e-4, (mean, bound, stderr)
 
 
-def test_two_streams_hide_each_position_from_its_own_prediction():
-  """Changing y_j moves no position's prediction but those ranked after j."""
-  model, params = model_and_params(max_patch_len=4, two_stream=True)
+@pytest.mark.parametrize('previous_symbol', [False, True])
+def test_two_streams_hide_each_position_from_its_own_prediction(previous_symbol):
+  """Changing y_j moves no position's prediction but those ranked after j
+  (with the previous-symbol input too: a position after j reads y_j only
+  when j is ranked before it)."""
+  model, params = model_and_params(max_patch_len=4, two_stream=True,
+                                   previous_symbol=previous_symbol)
   cond = conditions(1, model.net.dec_dim, seed=3)
   ordered = jax.jit(lambda y, r: model.net.apply(
       {'params': params}, lambda dec: dec.ordered(cond, y, r), method='decoder_apply'))

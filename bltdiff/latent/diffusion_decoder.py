@@ -43,6 +43,8 @@ DIFFUSION_OPTIONS = (
      'an entropy head for Ĥ(p)'),
     ('dec_block_queries', False, lambda v: isinstance(v, bool), 'True or False',
      'block queries'),
+    ('dec_previous_symbol', False, lambda v: isinstance(v, bool), 'True or False',
+     'a previous-symbol input'),
 )
 
 
@@ -110,6 +112,13 @@ def diffusion_constrain(logits, z):
   return jax.nn.log_softmax(jnp.where(allowed, logits.astype(jnp.float32), -1e30), axis=-1)
 
 
+def previous_symbols(z):
+  """z [..., L] -> [..., L]: the symbol one position before each, MASK at
+  position 0 (what `DiffusionDecoder`'s previous_symbol input embeds)."""
+  return jnp.concatenate([jnp.full(z.shape[:-1] + (1,), vocab.MASK, z.dtype), z[..., :-1]],
+                         axis=-1)
+
+
 class DiffusionDecoder(nn.Module):
   """(cond [rows, cond_dim], z [rows, L], rank) -> log-probs [rows, L, DEC_VOCAB]:
   a transformer over the patch's L positions, the latent and a learned
@@ -130,7 +139,18 @@ class DiffusionDecoder(nn.Module):
 
   entropy_head: a small head on the latent alone that predicts the patch's
   NELBO, Ĥ(p) for the step rule (`patch_entropy`, trained by
-  `patch_nelbo.entropy_head_fit`)."""
+  `patch_nelbo.entropy_head_fit`).
+
+  previous_symbol: each token's input also carries an embedding of the symbol
+  at the position before it, as that token sees it (MASK when hidden from it,
+  or at position 0). Why: the `ar` decoder's position j has y_{j−1} in its
+  residual stream, so a one-layer decoder models the bigram without
+  attention; a query here would otherwise get y_{j−1} only through attention
+  shared with every other visible byte. It is what the token sees, so every
+  prediction stays a function of the visible symbols (the bound holds): in two
+  streams a content token or query takes y_{j−1} only when it sees that
+  position (ranked before it), and whatever a content token carries, a query
+  that sees it sees too (ranks are transitive)."""
   dim: int
   num_layers: int
   num_heads: int
@@ -139,6 +159,7 @@ class DiffusionDecoder(nn.Module):
   dtype: jnp.dtype = jnp.float32
   two_stream: bool = False
   entropy_head: bool = False
+  previous_symbol: bool = False
 
   def setup(self):
     self.embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype, name='embed')
@@ -148,6 +169,9 @@ class DiffusionDecoder(nn.Module):
     self.transformer = layers.Transformer(num_layers=self.num_layers, num_heads=self.num_heads,
                                           mlp_dim=self.mlp_dim, dtype=self.dtype)
     self.readout = layers.readout(DEC_VOCAB)
+    if self.previous_symbol:
+      self.previous_embed = layers.Embed(vocab.VOCAB_SIZE, self.dim, self.dtype,
+                                         name='previous_embed')
     if self.entropy_head:
       self.entropy_norm = layers.RMSNorm(dtype=self.dtype)
       self.entropy_mlp = layers.SwiGLU(self.mlp_dim, self.dtype)
@@ -171,7 +195,7 @@ class DiffusionDecoder(nn.Module):
       visible_rank = jnp.where(z != vocab.MASK, positions if rank is None else rank,
                                HIDDEN_RANK)
       return self._two_streams(cond, z, visible_rank, jnp.full(z.shape, HIDDEN_RANK))
-    x = self._inputs(cond, z, positions)
+    x = self._inputs(cond, z, positions, previous_symbols(z))
     segments = jnp.ones(z.shape, jnp.int32)
     mask = layers.attention_mask(segments, segments, causal=False)
     return diffusion_constrain(self.readout(self.transformer(x, mask, positions)), z)
@@ -184,19 +208,28 @@ class DiffusionDecoder(nn.Module):
     (-> [rows, k·L, DEC_VOCAB], position i mod L)."""
     return self._two_streams(cond, y, rank, rank if query_rank is None else query_rank)
 
-  def _inputs(self, cond, symbols, positions):
-    return (self.embed(symbols) + self.position_embed(positions)
-            + self.cond(cond).astype(self.dtype)[:, None, :])
+  def _inputs(self, cond, symbols, positions, previous):
+    """symbols, positions, previous [rows, n] -> [rows, n, dim]. previous: the
+    symbol before each token as it sees it (read with previous_symbol only)."""
+    x = (self.embed(symbols) + self.position_embed(positions)
+         + self.cond(cond).astype(self.dtype)[:, None, :])
+    return x + self.previous_embed(previous) if self.previous_symbol else x
 
   def _two_streams(self, cond, content, content_rank, query_rank):
     (rows, L), Q = content.shape, query_rank.shape[1]  # Q = k·L queries
     positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (rows, L))
     query_positions = jnp.tile(positions, (1, Q // L))
-    x = jnp.concatenate([self._inputs(cond, content, positions),
-                         self._inputs(cond, jnp.full((rows, Q), vocab.MASK), query_positions)],
-                        axis=1)
     content_sees = content_rank[:, None, :] <= content_rank[:, :, None]  # [rows, L, L]
     query_sees = content_rank[:, None, :] < query_rank[:, :, None]  # [rows, Q, L]
+    seen = jnp.where(query_sees, content[:, None, :], vocab.MASK)  # [rows, Q, L]
+    # The symbol before each token, if it sees it: content k sees k−1 ranked before it.
+    content_previous = previous_symbols(
+        jnp.where(content_rank < jnp.roll(content_rank, -1, axis=1), content, vocab.MASK))
+    query_previous = jnp.take_along_axis(
+        previous_symbols(seen), (query_positions % L)[..., None], axis=2)[..., 0]
+    x = jnp.concatenate([self._inputs(cond, content, positions, content_previous),
+                         self._inputs(cond, jnp.full((rows, Q), vocab.MASK), query_positions,
+                                      query_previous)], axis=1)
     own = jnp.broadcast_to(jnp.eye(Q, dtype=bool), (rows, Q, Q))
     mask = jnp.concatenate([
         jnp.concatenate([content_sees, jnp.zeros((rows, L, Q), bool)], axis=2),
@@ -204,5 +237,4 @@ class DiffusionDecoder(nn.Module):
     # Only the queries are read: the last block computes nothing for the content.
     out = self.transformer(x, mask, jnp.concatenate([positions, query_positions], axis=1),
                            only_last=Q)
-    seen = jnp.where(query_sees, content[:, None, :], vocab.MASK)  # [rows, Q, L]
     return diffusion_constrain(self.readout(out), seen)

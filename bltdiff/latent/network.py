@@ -64,6 +64,7 @@ class LatentDenoiser(nn.Module):
   dec_two_stream: bool = False  # its training pass: all positions of one order at once
   dec_entropy_head: bool = False  # its Ĥ(p): a head's prediction, not the first pass
   dec_block_queries: bool = False  # two streams: also train the T < L steps' predictions
+  dec_previous_symbol: bool = False  # its tokens also embed the symbol before them
 
   @classmethod
   def from_config(cls, model_config, num_slots: int, max_patch_len: int) -> 'LatentDenoiser':
@@ -77,6 +78,7 @@ class LatentDenoiser(nn.Module):
                dec_two_stream=bool(model_config.get('dec_two_stream', False)),
                dec_entropy_head=bool(model_config.get('dec_entropy_head', False)),
                dec_block_queries=bool(model_config.get('dec_block_queries', False)),
+               dec_previous_symbol=bool(model_config.get('dec_previous_symbol', False)),
                **{f: model_config[f] for f in fields})
 
   def setup(self):
@@ -99,7 +101,8 @@ class LatentDenoiser(nn.Module):
     elif self.decoder_mode == 'diffusion':
       self.decoder = DiffusionDecoder(max_patch_len=self.max_patch_len,
                                       two_stream=self.dec_two_stream,
-                                      entropy_head=self.dec_entropy_head, **dec)
+                                      entropy_head=self.dec_entropy_head,
+                                      previous_symbol=self.dec_previous_symbol, **dec)
     else:
       self.decoder = ParallelDecoder(max_patch_len=self.max_patch_len, **dec)
     # p(S), S = number of filled slots in 0..P_max: one logit per value, scaled

@@ -51,7 +51,8 @@ SHAPE_FREE_MODEL_FIELDS = ('model.dropout', 'model.dtype', 'model.schedule', 'mo
 # for it to apply: the latent model's decoder options, not byte models'): each
 # value is the old behaviour.
 FIELDS_ADDED_LATER = (('train', 'ema_rate', 0.0, None),
-                      ('model', 'dec_entropy_head', False, 'decoder_mode'))
+                      ('model', 'dec_entropy_head', False, 'decoder_mode'),
+                      ('model', 'dec_previous_symbol', False, 'decoder_mode'))
 
 
 def relative_to_run(path: str, workdir: str) -> str:
