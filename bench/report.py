@@ -235,9 +235,12 @@ def section_scaling(data) -> str:
   for r in data['rows']:  # each variant against the base recipe, a seed against seed 0
     name = r['system'] + (f"_{r['decoder_mode']}" if r['decoder_mode'] else '')
     seed_of = seed_zero_variant(r['variant'])
-    ref = row_of(r['system'], r['decoder_mode'], seed_of or 'base', r['budget'])
-    if r['variant'] != 'base' and ref:
-      against = f"seed 0's {ref['bpb']:.3f}" if seed_of else f"the base recipe's {ref['bpb']:.3f}"
+    reference = r.get('reference', 'base')  # the recipe the variant changes
+    ref = row_of(r['system'], r['decoder_mode'], seed_of or reference, r['budget'])
+    if r['variant'] != reference and ref:
+      against = (f"seed 0's {ref['bpb']:.3f}" if seed_of else
+                 f"the base recipe's {ref['bpb']:.3f}" if reference == 'base' else
+                 f"{reference}'s {ref['bpb']:.3f}")
       lines.append(f"- {name} {r['variant']} at {r['budget']:g}x: {r['bpb']:.3f} against "
                    f"{against} ({100 * (r['bpb'] / ref['bpb'] - 1):+.1f}%)")
   for r in data['rows']:  # the ratio to byte MDLM over both seeds, where both ran

@@ -499,8 +499,12 @@ def notes(out) -> str:
                     f"{out['evaluator']['validation_bpb']:.4f})" if differs else '')
                  + '.')
   for drop in out.get('dropped', ()):
-    parts.append(f"The {', '.join(drop['systems'])} rows were removed on {drop['date']}: that "
-                 "model's code has changed since (bench/sampling.py --drop_systems).")
+    if 'variants' in drop:
+      parts.append(f"The rows of variant {', '.join(drop['variants'])} were removed on "
+                   f"{drop['date']}: {drop['why']}.")
+    else:
+      parts.append(f"The {', '.join(drop['systems'])} rows were removed on {drop['date']}: that "
+                   "model's code has changed since (bench/sampling.py --drop_systems).")
   if not out['evaluator']['stronger_than_every_model']:
     parts.append('WARNING: the evaluator is not stronger than every model it judges '
                  '(its validation bpb is not the lowest).')
@@ -700,6 +704,8 @@ def current_partial_runs(out) -> list[dict]:
   current = []
   for i, run in enumerate(runs):
     variant = run.get('bltdiff_variant', 'base')
+    if variant not in scaling.VARIANTS:  # its rows were dropped with the variant
+      continue
     later = [r for r in runs[i + 1:] if r.get('bltdiff_variant', 'base') == variant
              and (not r['samplers'] or (run['samplers']
                                         and set(run['samplers']) <= set(r['samplers'])))]
@@ -708,7 +714,8 @@ def current_partial_runs(out) -> list[dict]:
         named = sorted({s for r in later for s in r['systems']})
         current.append(dict(run, but=named) if named else run)
       continue
-    dropped = {s for d in out.get('dropped', ()) if d['date'] >= run['date'] for s in d['systems']}
+    dropped = {s for d in out.get('dropped', ()) if d['date'] >= run['date']
+               for s in d.get('systems', ())}
     systems = [s for s in run['systems'] if s not in dropped and not any(
         not r.get('systems') or s in r['systems'] for r in later)]
     if systems:
@@ -848,6 +855,13 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
   kept = [r for r in out['rows'] if not replaced(r) and r['system'] != 'data'
           # the distilled rows came from the base run's bltdiff (ar), not the variant's
           and not (changed == ('bltdiff', 'ar') and r['system'] == DISTILLED)]
+  kept, undefined = scaling.defined_rows(kept)  # e.g. previous_symbol, now the base recipe
+  for variant in undefined:
+    out.get('intra_patch_spread', {}).pop(variant, None)
+    out['models'] = {k: v for k, v in out['models'].items() if not k.endswith(f' {variant}')}
+  if undefined:
+    out.setdefault('dropped', []).append(dict(variants=undefined, date=time.strftime('%Y-%m-%d'),
+                                              why='no longer a variant of bench/scaling.py'))
   out['rows'] = kept + rows + [r for r in out['rows'] if r['system'] == 'data']
   if plan is not None:
     out['intra_patch_plan'] = plan

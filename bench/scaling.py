@@ -76,10 +76,14 @@ base config of the systems it names:
                          (model.dec_block_queries; 3L tokens a pass, not 2L)
   diffusion_visible_recon
                          the base with visible_recon's training term
-  previous_symbol        the base with the previous-symbol input
-                         (model.dec_previous_symbol: every token also embeds
-                         the symbol before it, the `ar` decoder's direct path
-                         to the previous byte)
+  no_previous_symbol     the base without the previous-symbol input
+                         (model.dec_previous_symbol = False: no token embeds
+                         the symbol before it, so a query reads the previous
+                         byte only through attention), the recipe before it
+                         had one. The `diffusion` variants above were
+                         measured on that recipe and keep the input off
+                         (BEFORE_PREVIOUS_SYMBOL): their runs stand, and
+                         their rows are read against no_previous_symbol
 Writes bench/results/scaling.json (rows {system, decoder_mode, variant, budget,
 train_flops, bpb, params, steps, train_bpb} — train_bpb: the last logged
 training bpb, read back from the run's metrics.jsonl, beside the validation bpb
@@ -149,8 +153,8 @@ def _visible_recon(c):
   c.model.update(visible_weight=1.0)
 
 
-def _previous_symbol(c):
-  c.model.update(dec_previous_symbol=True)
+def _without_previous_symbol(c):
+  c.model.update(dec_previous_symbol=False)
 
 
 def _seed(seed):
@@ -222,9 +226,30 @@ VARIANTS = {
     'block_queries': (('bltdiff_diffusion',), lambda c: c.model.update(dec_block_queries=True)),
     # ... and with visible_recon's term: does a latent that uses context give Ĥ(p) a spread?
     'diffusion_visible_recon': (('bltdiff_diffusion',), _visible_recon),
-    # ... and with the symbol before each position as an input (the `ar` decoder's bigram path).
-    'previous_symbol': (('bltdiff_diffusion',), _previous_symbol),
+    # ... and without the symbol before each position as an input (the recipe before it).
+    'no_previous_symbol': (('bltdiff_diffusion',), _without_previous_symbol),
 }
+# The `diffusion` variants measured before the recipe took model.dec_previous_symbol:
+# each is its change on the recipe as it was (the input off), so its runs stand,
+# and its rows are read against no_previous_symbol (`reference_variant`).
+BEFORE_PREVIOUS_SYMBOL = ('one_stream', 'order_0', 'order_1', 'order_2', 'order_4',
+                          'order_8_draws_2', 'order_8_draws_4', 'two_stream_order_2',
+                          'two_stream_order_0', 'block_queries', 'diffusion_visible_recon')
+for _name in BEFORE_PREVIOUS_SYMBOL:
+  VARIANTS[_name] = (VARIANTS[_name][0], _combined(_without_previous_symbol, VARIANTS[_name][1]))
+
+
+def reference_variant(variant: str) -> str:
+  """The variant a row of `variant` is read against (its recipe without its change)."""
+  return 'no_previous_symbol' if variant in BEFORE_PREVIOUS_SYMBOL else 'base'
+
+
+def defined_rows(rows) -> tuple[list, list]:
+  """(rows of variants still defined here, the variants of the others): a
+  variant that became the base recipe (previous_symbol) is no longer one, and
+  its rows, measured under its old name, are the base's."""
+  kept = [r for r in rows if r.get('variant', 'base') in VARIANTS]
+  return kept, sorted({r['variant'] for r in rows if r not in kept})
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
 
@@ -427,14 +452,15 @@ def main(argv):
   # Read the JSON only now, after training: another invocation may have added rows
   # (and commands) while this one ran, and they are kept.
   previous = json.loads(out_path.read_text()) if out_path.exists() else {}
-  rows = {(r['system'], r['decoder_mode'], r['variant'], r['budget']): r
-          for r in previous.get('rows', [])}
+  kept, dropped = defined_rows(previous.get('rows', []))
+  rows = {(r['system'], r['decoder_mode'], r['variant'], r['budget']): r for r in kept}
   rows.update(new_rows)
   rows = sorted(rows.values(), key=lambda r: (name_of(r), r['budget']))
   for r in rows:  # read back from every run directory, old rows too (kept if it is gone)
     directory = run_dir(workdir, name_of(r).split(' ')[0], r['variant'], r['budget'])
     r['train_bpb'] = (logged(directory, 'train_bpb') or [r.get('train_bpb')])[-1]
     r.pop('train_seconds', None)  # older rows: that invocation's time, 0 for a reused run
+    r['reference'] = reference_variant(r['variant'])
   groups = {}
   for r in rows:
     groups.setdefault(name_of(r), []).append(r)
@@ -444,8 +470,11 @@ def main(argv):
   # Rows accumulate over invocations: every command that added some is kept.
   commands = previous.get('commands', [previous['command']] if 'command' in previous else [])
   commands.append(' '.join(['python', 'bench/scaling.py'] + sys.argv[1:]))
+  if dropped:
+    print(f'dropped the rows of variants no longer defined: {", ".join(dropped)}')
   out = dict(rows=rows, fits=fits, budget_unit_flops=unit, machine=report.machine_description(),
              commands=commands, seconds_this_invocation=round(time.time() - begin, 1),
+             dropped_variants=sorted(set(previous.get('dropped_variants', [])) | set(dropped)),
              default_grid=dict(systems=list(DEFAULT_SYSTEMS), budgets=list(DEFAULT_BUDGETS),
                                estimate=default_grid_minutes(rows, workdir)))
   out_path.write_text(json.dumps(out, indent=1))

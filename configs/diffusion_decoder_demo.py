@@ -7,10 +7,9 @@ min(L, max(⌈α·Ĥ(p)⌉, T_min)) intra-patch passes.
       --mode=sample --sampler=cached --adaptive_alpha=0.5 --min_steps=1
 
 The recipe is bench/likelihood.py's DIFFUSION_RECIPE: a reveal order nearly left
-to right (β = 8), two-stream training, Ĥ(p) from the entropy head. At 1x on
-the development corpus its bound is 4-6% above the `ar` decoder's at equal
-training FLOPs, and its samples are worse than `ar`'s (README, "The
-`diffusion` local decoder"). Reuse the demo's entropy model with
+to right (β = 8), two-stream training, Ĥ(p) from the entropy head, each token
+embedding the symbol before it (README, "The `diffusion` local decoder", for
+its bound and samples against the `ar` decoder's). Reuse the demo's entropy model with
 --config.patching.entropy_model=runs/demo/entropy_model.
 """
 
@@ -20,5 +19,5 @@ from configs import demo
 def get_config():
   config = demo.get_config()
   config.model.update(decoder_mode='diffusion', dec_order_bias=8.0, dec_two_stream=True,
-                      dec_entropy_head=True)
+                      dec_entropy_head=True, dec_previous_symbol=True)
   return config

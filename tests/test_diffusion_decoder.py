@@ -589,4 +589,5 @@ def test_the_diffusion_decoder_demo_config_validates():
   config = diffusion_decoder_demo.get_config()
   config_checks.validate(config)
   assert (config.model.decoder_mode, config.model.dec_two_stream,
-          config.model.dec_entropy_head) == ('diffusion', True, True)
+          config.model.dec_entropy_head, config.model.dec_previous_symbol) == (
+              'diffusion', True, True, True)
