@@ -139,10 +139,13 @@ def test_rows_not_planned_take_no_pass():
   assert int(rows_run) == int(np.asarray(passes)[1]) - 1
 
 
-def test_the_check_pass_is_the_left_to_right_chain():
+@pytest.mark.parametrize('previous_symbol', [False, True])
+def test_the_check_pass_is_the_left_to_right_chain(previous_symbol):
   """check_pass gives at position j what the sampling pass gives for j once
-  the positions before it are revealed left to right."""
-  model, params = model_and_params(two_stream=True, order_bias=2.0)
+  the positions before it are revealed left to right (with the previous-symbol
+  input too: the check reads z_{j−1} at j, the sampling pass its revealed byte)."""
+  model, params = model_and_params(two_stream=True, order_bias=2.0,
+                                   previous_symbol=previous_symbol)
   cond = conditions(2, model.net.dec_dim, seed=4)
   z = jnp.array([[A, B, END], [B, B, A]], jnp.int32)
   checked = np.asarray(model.decoder.check_pass(params, cond, z))
