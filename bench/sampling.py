@@ -55,6 +55,8 @@ Protocol (docs/design.md, "Measuring"; bltdiff/frontier.py for the headline):
     python bench/sampling.py --bltdiff_variant=visible_recon --systems=bltdiff_ar \
         --out=bench/results/sampling_visible_recon.json
   so that its rows stand against the same byte MDLM and byte AR rows. A
+  variant of both bltdiff systems (seed_1 ... seed_7) samples the one given
+  in --systems (e.g. --bltdiff_variant=seed_1 --systems=bltdiff_diffusion). A
   partial run trains only the systems it samples (and bltdiff_ar, which
   prepares the shared data), and distils only for bltdiff_distilled rows.
 Writes --out (bench/results/sampling.json), sampling_flops.png,
@@ -139,18 +141,23 @@ def evaluator_config(budget: float, factor: float):
   return c, params
 
 
-def variant_model(out, variant: str) -> dict:
+def variant_model(out, variant: str, systems=None) -> dict:
   """The JSON's `models` entry of a variant's run (older JSONs keyed it by system alone)."""
-  system = variant_system(variant)
+  system = variant_system(variant, systems)
   return out['models'].get(f'{system} {variant}') or out['models'][system]
 
 
-def variant_system(variant: str) -> str:
-  """The one bltdiff system a recipe variant of bench/scaling.py changes."""
-  systems = [s for s in scaling.VARIANTS[variant][0] if s in scaling.LATENT]
-  if len(systems) != 1:
-    sys.exit(f'--bltdiff_variant: {variant} is not a variant of one bltdiff system')
-  return systems[0]
+def variant_system(variant: str, systems=None) -> str:
+  """The bltdiff system a recipe variant of bench/scaling.py changes: its one
+  bltdiff system, or, for a variant of several (seed_1: ar and diffusion),
+  the one of them in `systems` (--systems)."""
+  changed = [s for s in scaling.VARIANTS[variant][0] if s in scaling.LATENT]
+  if len(changed) > 1 and systems is not None:
+    changed = [s for s in changed if s in systems]
+  if len(changed) != 1:
+    sys.exit(f'--bltdiff_variant: {variant} is not a variant of one bltdiff system '
+             '(of several: give exactly one of them in --systems)')
+  return changed[0]
 
 
 def train_systems(settings, workdir: str, bltdiff_variant: str = 'base', only=None):
@@ -163,7 +170,7 @@ def train_systems(settings, workdir: str, bltdiff_variant: str = 'base', only=No
   # The evaluator's budget: the systems' (all of them), whatever is trained or bltdiff_variant is.
   budget = max(shared['train_flops'].values())
   if bltdiff_variant != 'base':
-    system = variant_system(bltdiff_variant)
+    system = variant_system(bltdiff_variant, only)
     row = scaling.run(system, bltdiff_variant, settings['scale'], Path(workdir), shared,
                       scaling.base_budget_flops())
     runs[system] = str(scaling.run_dir(Path(workdir), system, bltdiff_variant, settings['scale']))
@@ -348,7 +355,8 @@ def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, system
   rows, drawn = generate(settings, loaded, samplers, systems)
   if bltdiff_variant != 'base':
     rows = [(s, o, f"{bltdiff_variant}: {label or f'{o.steps} steps'}")
-            if s == variant_system(bltdiff_variant) else (s, o, label) for s, o, label in rows]
+            if s == variant_system(bltdiff_variant, systems) else (s, o, label)
+            for s, o, label in rows]
   length, batch = settings['length'], settings['batch']
   results = []
   for i, (system, options, label) in enumerate(rows):
@@ -386,7 +394,7 @@ def measure(settings, loaded, evaluator, sample_dir: Path, samplers=None, system
         wall_s_per_sample=statistics.median(drawn[i]['seconds']) / batch,
         sampler_options=dataclasses.asdict(options),
         **({'variant': bltdiff_variant} if bltdiff_variant != 'base'
-           and system == variant_system(bltdiff_variant) else {})))
+           and system == variant_system(bltdiff_variant, systems) else {})))
     write_samples(results[-1], samples, sample_dir)
     print(json.dumps({k: v for k, v in results[-1].items() if k != 'sampler_options'}),
           flush=True)
@@ -494,7 +502,8 @@ def notes(out) -> str:
     parts.append(f"The {which} rows were measured on {run['date']}, apart from the others "
                  '(wall times of runs apart compare less well)'
                  + (f", from bench/scaling.py's {variant} run (validation bpb "
-                    f"{variant_model(out, variant)['bpb']:.3f})" if variant != 'base' else '')
+                    f"{variant_model(out, variant, run.get('systems'))['bpb']:.3f})"
+                    if variant != 'base' else '')
                  + (f"; its evaluator's validation bpb read {judge:.4f} (the full run's "
                     f"{out['evaluator']['validation_bpb']:.4f})" if differs else '')
                  + '.')
@@ -844,7 +853,7 @@ def replace_rows(out_path: Path, settings, config: str, rows, samplers, systems,
                                               if k not in out['settings']
                                               or k.endswith(('_alphas', '_thresholds'))})
   names = systems and {row_system(s) for s in systems}
-  changed = bltdiff_variant != 'base' and row_system(variant_system(bltdiff_variant))
+  changed = bltdiff_variant != 'base' and row_system(variant_system(bltdiff_variant, systems))
   # A row is replaced by this run's row of the same sampler, system and variant
   # (rows of another variant of that system stay beside them).
   replaced = lambda r: ((samplers is None or r['sampler'] in samplers)
@@ -902,9 +911,10 @@ def main(argv):
     sys.exit(f'development corpus not found at {likelihood.CORPUS}')
   out_path = Path(args.out)
   variant = args.bltdiff_variant
-  if variant != 'base' and (variant_system(variant) not in (args.systems or ())
+  if variant != 'base' and (variant_system(variant, args.systems) not in (args.systems or ())
                             or out_path.resolve() == (RESULTS / 'sampling.json').resolve()):
-    sys.exit(f'--bltdiff_variant: give --systems with {variant_system(variant)} and an --out '
+    sys.exit(f'--bltdiff_variant: give --systems with {variant_system(variant, args.systems)} '
+             'and an --out '
              'that is a copy of a full run (not bench/results/sampling.json)')
   begin = time.time()
   # A partial run trains only what its rows sample (and bltdiff (ar), which
