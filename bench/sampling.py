@@ -575,6 +575,7 @@ def intra_patch_notes(out) -> list[str]:
                  "best row's).")
   parts.extend(speculative_notes(diffusion, ar_best, statistics.mean(ar_passes)
                                  if ar_passes else None))
+  parts.extend(same_recipe_notes(diffusion, ar))
   passes = [r['decoder_passes_per_byte'] for r in parallel if r.get('decoder_passes_per_byte')]
   few = [r for r in diffusion if passes and r['decoder_passes_per_byte'] <= 1.1 * max(passes)]
   if few:
@@ -603,6 +604,41 @@ def intra_patch_notes(out) -> list[str]:
       parts.append('Ĥ(p) of the other runs measured: ' + '; '.join(
           f"{k}: {v['min']:.2f}-{v['max']:.2f} nats, std {v['std']:.3f} ({v['estimate']})"
           for k, v in sorted(others.items())) + '.')
+  return parts
+
+
+# The ar decoder's variant trained as a diffusion variant (otherwise the same name).
+SAME_RECIPE_AR = {'diffusion_visible_recon': 'visible_recon'}
+
+
+def same_recipe_notes(diffusion, ar) -> list[str]:
+  """Per diffusion run (variant) whose recipe and seed an ar run shares: the
+  best rows of the two, and the diffusion rows that cannot be told from the ar
+  decoder's best (the two-sample rule of bltdiff.frontier: the gap is within
+  the combined 95% half-widths), the one of fewest passes among them."""
+  parts = []
+  ci = lambda r: f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
+  for variant in sorted({r.get('variant', 'base') for r in diffusion}):
+    mine = [r for r in diffusion if r.get('variant', 'base') == variant]
+    theirs = [r for r in ar if r.get('variant', 'base') == SAME_RECIPE_AR.get(variant, variant)]
+    if not theirs:
+      continue
+    best, ar_best = (min(rows, key=lambda r: r['gen_bpb']) for rows in (mine, theirs))
+    w_ar = ar_best['gen_bpb_ci'][1] - ar_best['gen_bpb']
+    matched = [r for r in mine if r['gen_bpb'] - ar_best['gen_bpb']
+               <= math.hypot(r['gen_bpb'] - r['gen_bpb_ci'][0], w_ar)]
+    ar_passes = statistics.mean(r['decoder_passes_per_byte'] for r in theirs)
+    line = (f"Same recipe and seed ({variant} against the ar decoder's "
+            f"{SAME_RECIPE_AR.get(variant, variant)}): the diffusion decoder's best "
+            f"{best['gen_bpb']:.3f} {ci(best)} against the ar decoder's best "
+            f"{ar_best['gen_bpb']:.3f} {ci(ar_best)}; {len(matched)} of its {len(mine)} rows "
+            "cannot be told from the latter (two-sample rule)")
+    if matched:
+      fewest = min(matched, key=lambda r: r['decoder_passes_per_byte'])
+      line += (f", the one of fewest passes ({fewest['option']}) at "
+               f"{fewest['decoder_passes_per_byte']:.2f} per byte against the ar rows' "
+               f"{ar_passes:.2f} ({ar_passes / fewest['decoder_passes_per_byte']:.2f}x fewer)")
+    parts.append(line + '.')
   return parts
 
 
