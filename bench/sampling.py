@@ -629,7 +629,8 @@ def indistinguishable(rows, ref) -> list[dict]:
 
 
 # The ar decoder's variant trained as a diffusion variant (otherwise the same name).
-SAME_RECIPE_AR = {'diffusion_visible_recon': 'visible_recon'}
+SAME_RECIPE_AR = {'diffusion_visible_recon': 'visible_recon',
+                  'previous_symbol_visible_recon': 'visible_recon'}
 
 
 def same_recipe_notes(diffusion, ar) -> list[str]:

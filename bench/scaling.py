@@ -76,6 +76,10 @@ base config of the systems it names:
                          (model.dec_block_queries; 3L tokens a pass, not 2L)
   diffusion_visible_recon
                          the base with visible_recon's training term
+  previous_symbol_visible_recon
+                         the base (with the previous-symbol input) with
+                         visible_recon's training term: the `diffusion`
+                         decoder under the ar decoder's visible_recon recipe
   no_previous_symbol     the base without the previous-symbol input
                          (model.dec_previous_symbol = False: no token embeds
                          the symbol before it, so a query reads the previous
@@ -228,6 +232,8 @@ VARIANTS = {
     'diffusion_visible_recon': (('bltdiff_diffusion',), _visible_recon),
     # ... and without the symbol before each position as an input (the recipe before it).
     'no_previous_symbol': (('bltdiff_diffusion',), _without_previous_symbol),
+    # The base (with that input) and visible_recon's term: the ar decoder's visible_recon.
+    'previous_symbol_visible_recon': (('bltdiff_diffusion',), _visible_recon),
 }
 # The `diffusion` variants measured before the recipe took model.dec_previous_symbol:
 # each is its change on the recipe as it was (the input off), so its runs stand,
