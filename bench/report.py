@@ -377,11 +377,13 @@ SECTIONS = [
      'python bench/sampling.py --samplers=cached '
      '--systems=bltdiff_ar,bltdiff_parallel,bltdiff_diffusion '
      '--out=bench/results/sampling_diffusion_decoder.json && '
-     'for v in one_stream order_2 block_queries diffusion_visible_recon; do python '
+     'for v in one_stream order_2 block_queries diffusion_visible_recon '
+     'previous_symbol_visible_recon seed_1; do python '
      'bench/sampling.py --bltdiff_variant=$v --samplers=cached --systems=bltdiff_diffusion '
-     '--out=bench/results/sampling_diffusion_decoder.json; done && python bench/sampling.py '
-     '--bltdiff_variant=visible_recon --samplers=cached --systems=bltdiff_ar '
-     '--out=bench/results/sampling_diffusion_decoder.json',
+     '--out=bench/results/sampling_diffusion_decoder.json; done && for v in visible_recon '
+     'seed_1; do python bench/sampling.py '
+     '--bltdiff_variant=$v --samplers=cached --systems=bltdiff_ar '
+     '--out=bench/results/sampling_diffusion_decoder.json; done',
      section_diffusion_decoder,
      'sampling_diffusion_decoder_wall.png'),
     ('Conditional generation (passage -> next passage)', 'tasks.json', 'python bench/tasks.py',
