@@ -378,10 +378,10 @@ SECTIONS = [
      '--systems=bltdiff_ar,bltdiff_parallel,bltdiff_diffusion '
      '--out=bench/results/sampling_diffusion_decoder.json && '
      'for v in one_stream order_2 block_queries diffusion_visible_recon '
-     'previous_symbol_visible_recon seed_1; do python '
+     'previous_symbol_visible_recon previous_symbol_visible_recon_seed_1 seed_1; do python '
      'bench/sampling.py --bltdiff_variant=$v --samplers=cached --systems=bltdiff_diffusion '
      '--out=bench/results/sampling_diffusion_decoder.json; done && for v in visible_recon '
-     'seed_1; do python bench/sampling.py '
+     'visible_recon_seed_1 seed_1; do python bench/sampling.py '
      '--bltdiff_variant=$v --samplers=cached --systems=bltdiff_ar '
      '--out=bench/results/sampling_diffusion_decoder.json; done',
      section_diffusion_decoder,

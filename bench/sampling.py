@@ -630,7 +630,8 @@ def indistinguishable(rows, ref) -> list[dict]:
 
 # The ar decoder's variant trained as a diffusion variant (otherwise the same name).
 SAME_RECIPE_AR = {'diffusion_visible_recon': 'visible_recon',
-                  'previous_symbol_visible_recon': 'visible_recon'}
+                  'previous_symbol_visible_recon': 'visible_recon',
+                  'previous_symbol_visible_recon_seed_1': 'visible_recon_seed_1'}
 
 
 def same_recipe_notes(diffusion, ar) -> list[str]:

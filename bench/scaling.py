@@ -80,6 +80,8 @@ base config of the systems it names:
                          the base (with the previous-symbol input) with
                          visible_recon's training term: the `diffusion`
                          decoder under the ar decoder's visible_recon recipe
+  previous_symbol_visible_recon_seed_1
+                         the same with seed 1 (against visible_recon_seed_1)
   no_previous_symbol     the base without the previous-symbol input
                          (model.dec_previous_symbol = False: no token embeds
                          the symbol before it, so a query reads the previous
@@ -234,6 +236,8 @@ VARIANTS = {
     'no_previous_symbol': (('bltdiff_diffusion',), _without_previous_symbol),
     # The base (with that input) and visible_recon's term: the ar decoder's visible_recon.
     'previous_symbol_visible_recon': (('bltdiff_diffusion',), _visible_recon),
+    'previous_symbol_visible_recon_seed_1': (('bltdiff_diffusion',),
+                                             _combined(_visible_recon, _seed(1))),
 }
 # The `diffusion` variants measured before the recipe took model.dec_previous_symbol:
 # each is its change on the recipe as it was (the input off), so its runs stand,
