@@ -567,8 +567,9 @@ def intra_patch_notes(out) -> list[str]:
     fewest = min(matched, key=lambda r: r['decoder_passes_per_byte'])
     fastest = min(matched, key=lambda r: r['wall_s_per_sample'])
     ar_fastest = min(indistinguishable(ar, ar_best), key=lambda r: r['wall_s_per_sample'])
-    parts.append(f"At the ar decoder's quality (rows the two-sample rule cannot tell from its "
-                 f"best row: {len(matched)} of {len(diffusion)}) the diffusion row of fewest "
+    parts.append(f"At the ar decoder's quality (rows not worse than its best row by more "
+                 f"than the two-sample rule allows: {len(matched)} of {len(diffusion)}) the "
+                 f"diffusion row of fewest "
                  f"passes ({fewest['option']}, gen-bpb {fewest['gen_bpb']:.3f} {ci(fewest)}) "
                  f"needs {statistics.mean(ar_passes) / fewest['decoder_passes_per_byte']:.2f}x "
                  f"fewer decoder passes per byte than the ar rows; the fastest "
@@ -580,7 +581,7 @@ def intra_patch_notes(out) -> list[str]:
                  "compare less well).")
   elif ar_passes:
     parts.append("No diffusion row reaches the ar decoder's quality (the two-sample rule "
-                 "tells every one from its best row).")
+                 "finds every one worse than its best row).")
   parts.extend(speculative_notes(diffusion, ar_best, statistics.mean(ar_passes)
                                  if ar_passes else None))
   parts.extend(same_recipe_notes(diffusion, ar))
@@ -620,9 +621,10 @@ def describe_option(row) -> str:
 
 
 def indistinguishable(rows, ref) -> list[dict]:
-  """The rows whose gen-bpb a two-sample test at 95% cannot tell from ref's
-  (bltdiff.frontier's rule: the gap is at most the hypotenuse of the row's
-  lower and ref's upper half-widths); rows better than ref are in."""
+  """The rows at ref's quality: not worse than ref's gen-bpb by more than a
+  two-sample test at 95% allows (bltdiff.frontier's rule: the gap is at most
+  the hypotenuse of the row's lower and ref's upper half-widths), so rows
+  better than ref are in."""
   w_ref = ref['gen_bpb_ci'][1] - ref['gen_bpb']
   return [r for r in rows
           if r['gen_bpb'] - ref['gen_bpb'] <= math.hypot(r['gen_bpb'] - r['gen_bpb_ci'][0], w_ref)]
@@ -636,9 +638,9 @@ SAME_RECIPE_AR = {'diffusion_visible_recon': 'visible_recon',
 
 def same_recipe_notes(diffusion, ar) -> list[str]:
   """Per diffusion run (variant) whose recipe and seed an ar run shares: the
-  best rows of the two, and the diffusion rows that cannot be told from the ar
-  decoder's best (the two-sample rule of bltdiff.frontier: the gap is within
-  the combined 95% half-widths), the one of fewest passes among them."""
+  best rows of the two, and the diffusion rows at the ar decoder's best's
+  quality (`indistinguishable`; those whose interval lies wholly below its
+  interval counted as better), the one of fewest passes among them."""
   parts = []
   ci = lambda r: f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
   for variant in sorted({r.get('variant', 'base') for r in diffusion}):
@@ -653,7 +655,9 @@ def same_recipe_notes(diffusion, ar) -> list[str]:
             f"{SAME_RECIPE_AR.get(variant, variant)}): the diffusion decoder's best "
             f"{best['gen_bpb']:.3f} {ci(best)} against the ar decoder's best "
             f"{ar_best['gen_bpb']:.3f} {ci(ar_best)}; {len(matched)} of its {len(mine)} rows "
-            "cannot be told from the latter (two-sample rule)")
+            "reach the latter's quality (not worse by more than the two-sample rule allows; "
+            f"{sum(r['gen_bpb_ci'][1] < ar_best['gen_bpb_ci'][0] for r in mine)} of them "
+            "better, their intervals apart)")
     if matched:
       fewest = min(matched, key=lambda r: r['decoder_passes_per_byte'])
       line += (f", the one of fewest passes ({fewest['option']}) at "
