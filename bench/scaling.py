@@ -260,6 +260,8 @@ def defined_rows(rows) -> tuple[list, list]:
   its rows, measured under its old name, are the base's."""
   kept = [r for r in rows if r.get('variant', 'base') in VARIANTS]
   return kept, sorted({r['variant'] for r in rows if r not in kept})
+
+
 DEFAULT_SYSTEMS = ('bltdiff_ar', 'byte_mdlm')
 DEFAULT_BUDGETS = (0.25, 0.5, 1.0, 2.0)
 
