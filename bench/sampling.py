@@ -547,7 +547,7 @@ def intra_patch_notes(out) -> list[str]:
   diffusion, ar, parallel = pick('diffusion'), pick('ar'), pick('parallel')
   if not diffusion or not ar:
     return []
-  ci = lambda r: f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
+  ci = interval_text
   best = min(diffusion, key=lambda r: r['gen_bpb'])
   ar_best = min(ar, key=lambda r: r['gen_bpb'])
   # The cached ar rows themselves: rows of other samplers may predate the count of
@@ -576,7 +576,7 @@ def intra_patch_notes(out) -> list[str]:
                  f"({fastest['option']}, {fastest['wall_s_per_sample']:.4f} s per sample) "
                  f"takes {fastest['wall_s_per_sample'] / ar_fastest['wall_s_per_sample']:.2f}x "
                  f"the wall time of the ar decoder's fastest row of that quality "
-                 f"({describe_option(ar_fastest)}, "
+                 f"({frontier.describe(ar_fastest)}, "
                  f"{ar_fastest['wall_s_per_sample']:.4f} s; wall times of rows of separate runs "
                  "compare less well).")
   elif ar_passes:
@@ -616,18 +616,16 @@ def intra_patch_notes(out) -> list[str]:
   return parts
 
 
-def describe_option(row) -> str:
-  return row.get('option') or f"{row['steps']} steps"
+def interval_text(row) -> str:
+  return f"[{row['gen_bpb_ci'][0]:.3f}, {row['gen_bpb_ci'][1]:.3f}]"
 
 
 def indistinguishable(rows, ref) -> list[dict]:
   """The rows at ref's quality: not worse than ref's gen-bpb by more than a
-  two-sample test at 95% allows (bltdiff.frontier's rule: the gap is at most
-  the hypotenuse of the row's lower and ref's upper half-widths), so rows
-  better than ref are in."""
-  w_ref = ref['gen_bpb_ci'][1] - ref['gen_bpb']
+  two-sample test at 95% allows (`frontier.reaches`), so rows better than ref
+  are in."""
   return [r for r in rows
-          if r['gen_bpb'] - ref['gen_bpb'] <= math.hypot(r['gen_bpb'] - r['gen_bpb_ci'][0], w_ref)]
+          if frontier.reaches(r, ref['gen_bpb'], ref['gen_bpb_ci'][1] - ref['gen_bpb'])]
 
 
 # The ar decoder's variant trained as a diffusion variant (otherwise the same name).
@@ -642,7 +640,7 @@ def same_recipe_notes(diffusion, ar) -> list[str]:
   quality (`indistinguishable`; those whose interval lies wholly below its
   interval counted as better), the one of fewest passes among them."""
   parts = []
-  ci = lambda r: f"[{r['gen_bpb_ci'][0]:.3f}, {r['gen_bpb_ci'][1]:.3f}]"
+  ci = interval_text
   for variant in sorted({r.get('variant', 'base') for r in diffusion}):
     mine = [r for r in diffusion if r.get('variant', 'base') == variant]
     theirs = [r for r in ar if r.get('variant', 'base') == SAME_RECIPE_AR.get(variant, variant)]

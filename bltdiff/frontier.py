@@ -66,6 +66,13 @@ def cost_at_quality(rows: list[dict], quality: float, cost: str):
   return None, None
 
 
+def reaches(row: dict, quality: float, w_q: float) -> bool:
+  """The module docstring's two-sample rule: row (with gen_bpb_ci) is not
+  worse than quality by more than √(row's lower half-width² + w_q²), w_q the
+  upper half-width of quality's own estimate (0 for a fixed level)."""
+  return row['gen_bpb'] - quality <= math.hypot(row['gen_bpb'] - row['gen_bpb_ci'][0], w_q)
+
+
 def cost_within_interval(rows: list[dict], quality: float, cost: str):
   """(cost, row) of the cheapest row that cannot be told apart from quality
   (the module docstring's two-sample rule; the interval's upper half-width of
@@ -76,8 +83,7 @@ def cost_within_interval(rows: list[dict], quality: float, cost: str):
     return cost_at_quality(rows, quality, cost)
   at_quality = [r['gen_bpb_ci'][1] - r['gen_bpb'] for r in rows if r['gen_bpb'] == quality]
   w_q = max(at_quality, default=0.0)
-  reaching = [r for r in rows
-              if r['gen_bpb'] - quality <= math.hypot(r['gen_bpb'] - r['gen_bpb_ci'][0], w_q)]
+  reaching = [r for r in rows if reaches(r, quality, w_q)]
   if not reaching:
     return None, None
   row = min(reaching, key=lambda r: (r[cost], r['gen_bpb']))
