@@ -250,9 +250,14 @@ def grid(settings):
            f"{settings['intra_sweep_steps']} steps, intra_alpha={a:g}")
           for a in settings['intra_alphas'] if a != settings['intra_alpha_default']]
   # ... and self-speculative decoding, uncapped (the exact left-to-right chain;
-  # two-stream runs only, `runnable`).
-  out += [('bltdiff_diffusion', dataclasses.replace(cached(t, 1e9), intra_speculative=True),
-           f'{t} steps, speculative') for t in settings['bltdiff_steps']]
+  # two-stream runs only, `runnable`) ...
+  speculative = lambda t, a: dataclasses.replace(cached(t, a), intra_speculative=True)
+  out += [('bltdiff_diffusion', speculative(t, 1e9), f'{t} steps, speculative')
+          for t in settings['bltdiff_steps']]
+  # ... and capped by the rule's passes (the settled prefix exact, the rest its last drafts).
+  out += [('bltdiff_diffusion', speculative(settings['intra_sweep_steps'], a),
+           f"{settings['intra_sweep_steps']} steps, speculative, intra_alpha={a:g}")
+          for a in settings['intra_alphas'] if a < 1e9]
   if settings.get('distill', True):
     # The teacher at its own step count and at each student's (what the
     # rounds buy at equal steps), then the students.
@@ -631,7 +636,8 @@ def indistinguishable(rows, ref) -> list[dict]:
 # The ar decoder's variant trained as a diffusion variant (otherwise the same name).
 SAME_RECIPE_AR = {'diffusion_visible_recon': 'visible_recon',
                   'previous_symbol_visible_recon': 'visible_recon',
-                  'previous_symbol_visible_recon_seed_1': 'visible_recon_seed_1'}
+                  'previous_symbol_visible_recon_seed_1': 'visible_recon_seed_1',
+                  'lookahead_1': 'base', 'lookahead_2': 'base'}
 
 
 def same_recipe_notes(diffusion, ar) -> list[str]:

@@ -82,6 +82,12 @@ base config of the systems it names:
                          decoder under the ar decoder's visible_recon recipe
   previous_symbol_visible_recon_seed_1
                          the same with seed 1 (against visible_recon_seed_1)
+  lookahead_1, lookahead_2
+                         the base with K = 1, 2 lookahead queries per
+                         position (model.dec_lookahead: the d-th without the
+                         d symbols before it, self-speculative decoding's
+                         drafts after a redrawn symbol; (2+K)·L tokens a
+                         pass, not 2L)
   no_previous_symbol     the base without the previous-symbol input
                          (model.dec_previous_symbol = False: no token embeds
                          the symbol before it, so a query reads the previous
@@ -232,6 +238,9 @@ VARIANTS = {
     'block_queries': (('bltdiff_diffusion',), lambda c: c.model.update(dec_block_queries=True)),
     # ... and with visible_recon's term: does a latent that uses context give Ĥ(p) a spread?
     'diffusion_visible_recon': (('bltdiff_diffusion',), _visible_recon),
+    # ... and with lookahead queries (speculative drafts after a redrawn symbol);
+    **{f'lookahead_{k}': (('bltdiff_diffusion',),
+                          lambda c, k=k: c.model.update(dec_lookahead=k)) for k in (1, 2)},
     # ... and without the symbol before each position as an input (the recipe before it).
     'no_previous_symbol': (('bltdiff_diffusion',), _without_previous_symbol),
     # The base (with that input) and visible_recon's term: the ar decoder's visible_recon.

@@ -129,6 +129,10 @@ def latent_model(**overrides) -> ml_collections.ConfigDict:
       # `diffusion` only: every token also embeds the symbol before it, as it sees it
       # (the `ar` decoder's direct path to the previous byte)
       dec_previous_symbol=False,
+      # `diffusion` with two streams: K more queries per position, the d-th without the
+      # d symbols before it: self-speculative drafts after a redrawn symbol (value leaves
+      # the bound)
+      dec_lookahead=0,
       # Training only (bltdiff/latent/train_objective.py; eval is the bound as always):
       # 'byte' trains on the bound, 'slot' weighs every masked slot the same;
       # 'independent' draws t then the masked slots, 'count' draws their number.

@@ -42,6 +42,10 @@ def test_bad_value_names_the_field(make_config, overrides, field):
     ({'model.dec_entropy_head': True}, 'model.dec_entropy_head'),
     ({'model.decoder_mode': 'diffusion', 'model.dec_block_queries': True},
      'model.dec_block_queries'),  # without two streams
+    ({'model.decoder_mode': 'diffusion', 'model.dec_lookahead': 2}, 'model.dec_lookahead'),
+    ({'model.decoder_mode': 'ar', 'model.dec_lookahead': 1}, 'model.dec_lookahead'),
+    ({'model.decoder_mode': 'diffusion', 'model.dec_two_stream': True,
+      'model.dec_lookahead': -1}, 'model.dec_lookahead'),
     ({'model.decoder_mode': 'diffusion', 'model.dec_nelbo_draws': 0}, 'model.dec_nelbo_draws'),
     ({'sample.intra_patch.speculative': True}, 'sample.intra_patch.speculative'),  # ar decoder
     ({'model.decoder_mode': 'diffusion', 'sample.intra_patch.speculative': True},

@@ -35,7 +35,8 @@ SCHEDULE = Schedule('loglinear')  # the default: α = 1 − t, w = 1/t
 
 @functools.lru_cache(maxsize=8)
 def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1, two_stream=False,
-                     entropy_head=False, block_queries=False, previous_symbol=False):
+                     entropy_head=False, block_queries=False, previous_symbol=False,
+                     lookahead=0):
   """A tiny latent MDLM with the `diffusion` decoder, its readout replaced by
   one that puts its mass on 'a', 'b' and the end (logits of about ±12, the
   other symbols 0): predictions that depend strongly on what is visible, and
@@ -46,7 +47,8 @@ def model_and_params(max_patch_len=L, order_bias=0.0, nelbo_draws=1, two_stream=
                                                 dec_two_stream=two_stream,
                                                 dec_entropy_head=entropy_head,
                                                 dec_block_queries=block_queries,
-                                                dec_previous_symbol=previous_symbol)),
+                                                dec_previous_symbol=previous_symbol,
+                                                dec_lookahead=lookahead)),
                      common.patching_config(mode='space', max_patch_len=max_patch_len,
                                             num_slots=12))
   params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0),
@@ -323,6 +325,25 @@ def test_block_queries_train_the_few_step_predictions_and_leave_the_bound():
     for j in range(4):
       z = jnp.where(rank < before[0, j], y, vocab.MASK)
       np.testing.assert_allclose(np.asarray(step(cond[0, :1], z, rank))[0, j], lp[j], atol=1e-5)
+
+
+def test_lookahead_queries_leave_the_bound_and_train_the_drafts():
+  """model.dec_lookahead: the same bound for the same key (to float rounding),
+  a gradient that differs (the lookahead queries' NLL trains them)."""
+  plain, params = model_and_params(max_patch_len=4, two_stream=True, order_bias=8.0,
+                                   previous_symbol=True)
+  model, _ = model_and_params(max_patch_len=4, two_stream=True, order_bias=8.0,
+                              previous_symbol=True, lookahead=2)
+  cond = conditions(8, model.net.dec_dim, seed=7)[None]
+  tokens = jnp.asarray(np.tile(np.array([ord('a'), ord('b'), ord('a'), vocab.PAD], np.int32),
+                               (1, 8, 1)))
+  lengths = jnp.full((1, 8), 3, jnp.int32)
+  loss = lambda m: jax.value_and_grad(lambda p: -jnp.mean(
+      m.patch_log_prob(p, cond, tokens, lengths, jax.random.PRNGKey(3))[0]))(params)
+  (value, grads), (plain_value, plain_grads) = loss(model), loss(plain)
+  assert float(value) == pytest.approx(float(plain_value), rel=1e-6)
+  assert not np.allclose(grads['decoder']['readout']['kernel'],
+                         plain_grads['decoder']['readout']['kernel'])
 
 
 def test_the_entropy_head_moves_no_number_and_fits_the_nelbo():

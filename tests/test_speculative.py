@@ -130,6 +130,39 @@ def test_speculative_draws_the_chain_exactly_in_fewer_passes(seed):
   assert np.max(np.abs(z_scores(one_pass))) > 10
 
 
+def lookahead_check(z, index):
+  """The chain's check pass with K = 2 lookahead blocks, each a fixed law far
+  from the chain's (any law of what the query sees will do)."""
+  ahead = log_probs_on(jnp.broadcast_to(jnp.array([0.1, 0.8, 0.1]), (z.shape[0], 2 * L, 3)))
+  return jnp.concatenate([chain_log_probs(z), ahead], axis=1)
+
+
+def test_draft_laws_take_the_lookahead_block_that_sees_the_settled_prefix():
+  """After a rejection at r, position r + d drafts from block d (d = 1..K),
+  every other position from the chain's block (block 0)."""
+  laws = jnp.arange(3 * L, dtype=jnp.float32).reshape(1, 3 * L, 1)  # block b, position j: bL+j
+  for r in range(L + 1):
+    got = np.asarray(speculative.draft_laws(laws, jnp.array([r]), L))[0, :, 0]
+    want = [(j - r) * L + j if 1 <= j - r <= 2 else j for j in range(L)]
+    assert got.tolist() == want, r
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_lookahead_drafts_keep_the_draw_exact(seed):
+  """Drafts from lookahead blocks after a rejection: still the chain's law."""
+  n = 20000
+  first = jnp.broadcast_to(chain_log_probs(jnp.full((1, L), A)), (n, L, DEC_VOCAB))
+  z, passes, _ = jax.jit(lambda key: speculative.speculative_draw(
+      first, lookahead_check, jnp.full((n,), L), key))(jax.random.PRNGKey(seed))
+  law = chain_law()
+  patches, lengths = patches_of(z)
+  counts = collections.Counter(patches)
+  assert set(counts) <= set(law)
+  scores = [(counts[s] / n - p) / np.sqrt(p * (1 - p) / n) for s, p in law.items()]
+  assert np.max(np.abs(scores)) < 4.5
+  assert np.all(np.asarray(passes) <= np.minimum(lengths + 1, L))
+
+
 def test_rows_not_planned_take_no_pass():
   first = jnp.broadcast_to(chain_log_probs(jnp.full((1, L), A)), (3, L, DEC_VOCAB))
   _, passes, rows_run = speculative.speculative_draw(first, chain_check, jnp.array([0, L, 1]),
@@ -154,6 +187,22 @@ def test_the_check_pass_is_the_left_to_right_chain(previous_symbol):
     seen = jnp.where(jnp.arange(3)[None] < j, z, vocab.MASK)
     step = np.asarray(model.decoder.denoise_patch(params, cond, seen, rank))
     np.testing.assert_allclose(checked[:, j], step[:, j], atol=1e-5)
+
+
+def test_the_check_pass_lookahead_blocks_hide_the_symbols_before():
+  """With model.dec_lookahead = K, the check pass's block d gives at position j
+  what the sampling pass gives for j when only z_<j−d is revealed."""
+  model, params = model_and_params(two_stream=True, order_bias=2.0, previous_symbol=True,
+                                   lookahead=2)
+  cond = conditions(2, model.net.dec_dim, seed=4)
+  z = jnp.array([[A, B, END], [B, B, A]], jnp.int32)
+  checked = np.asarray(model.decoder.check_pass(params, cond, z))
+  assert checked.shape[1] == 3 * 3
+  rank = jnp.broadcast_to(jnp.arange(3), z.shape)
+  for d, j in itertools.product((0, 1, 2), range(3)):
+    seen = jnp.where(jnp.arange(3)[None] < j - d, z, vocab.MASK)
+    step = np.asarray(model.decoder.denoise_patch(params, cond, seen, rank))
+    np.testing.assert_allclose(checked[:, d * 3 + j], step[:, j], atol=1e-5)
 
 
 @pytest.mark.parametrize('alpha', [0.0, 1e9])

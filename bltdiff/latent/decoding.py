@@ -15,10 +15,9 @@
                               mean log-probability per symbol of that patch (the
                               confidence sampler's score: no draw, no length bias)
 
-`ar` draws byte by byte with a key/value cache (`cached_ar`).
-`diffusion` decodes a patch in T_steps(p) passes, its rule in `intra_patch`,
-by `reveal` (masked diffusion's reverse process) or `speculative` (the
-left-to-right chain, drafts checked in parallel; intra_patch.speculative).
+`ar` draws with a key/value cache (`cached_ar`). `diffusion` decodes in T_steps(p) passes
+(`intra_patch`) by `reveal` (masked diffusion's reverse process) or `speculative`
+(the left-to-right chain, drafts checked in parallel; intra_patch.speculative).
 
 Draws are reproducible per row: row r's noise comes from its own key
 (`categorical.row_uniform`), so drawing a gathered subset gives exactly the
@@ -35,7 +34,8 @@ from bltdiff import vocab
 from bltdiff.errors import ConfigError
 from bltdiff.latent import cached_ar, slot_gather
 from bltdiff.latent.diffusion_decoder import diffusion_lengths
-from bltdiff.latent.intra_patch import EXACT_INTRA_PATCH, IntraPatchRule, reveal_ranks
+from bltdiff.latent.intra_patch import (EXACT_INTRA_PATCH, IntraPatchRule, lookahead_ranks,
+                                        reveal_ranks)
 from bltdiff.latent.local_decoder import START, ARDecoder
 from bltdiff.latent.reveal import reveal_draw
 from bltdiff.latent.speculative import speculative_draw
@@ -96,8 +96,7 @@ class PatchDecoder:
     largest steps; `parallel` 1), row_passes []: rows the decoder ran, summed
     over its passes (`ar` and `diffusion`: the buffer's first pass, then only
     the rows still decoding: `_draw_ar_running`, `reveal`, `speculative`)}."""
-    n = cond_rows.shape[0]
-    count = jnp.sum(reveal)
+    n, count = cond_rows.shape[0], jnp.sum(reveal)
 
     def draw_rows(cond, rows):  # -> (outputs per row, rows the decoder ran over all passes)
       k = cond.shape[0]
@@ -263,14 +262,15 @@ class PatchDecoder:
             total / jnp.sum(counted, -1).astype(jnp.float32))
 
   def check_pass(self, params, cond_rows, z):
-    """The left-to-right chain's conditionals given a full guess: cond [rows, D_dec], z
-    [rows, L] (no MASK) -> log p(y_j = · | z_<j) [rows, L, DEC_VOCAB], every j in one
-    two-stream pass (`speculative`)."""
+    """cond [rows, D_dec], a full guess z [rows, L] (no MASK) -> log p(y_j = · | z_<j), then
+    K = model.dec_lookahead blocks log p(y_j = · | z_<j−d), d = 1..K: [rows, (1+K)·L,
+    DEC_VOCAB], the left-to-right chain at every j in one two-stream pass (`speculative`)."""
     if not self.net.dec_two_stream:
       raise ConfigError('sample.intra_patch.speculative: checks drafts with a two-stream '
                         'diffusion decoder (model.dec_two_stream = True)')
     rank = jnp.broadcast_to(jnp.arange(self.max_patch_len, dtype=jnp.int32), z.shape)
-    return self._decoder(params, lambda dec, c, x, r: dec.ordered(c, x, r), cond_rows, z, rank)
+    query_rank = lookahead_ranks(rank, self.net.dec_lookahead)
+    return self._decoder(params, lambda dec, *a: dec.ordered(*a), cond_rows, z, rank, query_rank)
 
   def _draw_diffusion(self, params, key, cond, top_p, rows, intra_patch, valid=None):
     """(bytes [k, L], lengths [k], Ĥ [k], passes run per row [k] (0 where not valid [k]),

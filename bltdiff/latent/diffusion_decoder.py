@@ -45,6 +45,8 @@ DIFFUSION_OPTIONS = (
      'block queries'),
     ('dec_previous_symbol', False, lambda v: isinstance(v, bool), 'True or False',
      'a previous-symbol input'),
+    ('dec_lookahead', 0, lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+     'an integer >= 0', 'lookahead queries'),
 )
 
 
@@ -57,9 +59,10 @@ def check_options(model_config):
     if value != off and model_config.decoder_mode != 'diffusion':
       raise ConfigError(f'model.{name}: only the diffusion decoder has {what} '
                         f'(decoder_mode={model_config.decoder_mode!r}); set it to {off!r}')
-  if model_config.get('dec_block_queries', False) and not model_config.get('dec_two_stream'):
-    raise ConfigError('model.dec_block_queries: block queries are a second query stream; '
-                      'set model.dec_two_stream = True, or this to False')
+  for name, off in (('dec_block_queries', False), ('dec_lookahead', 0)):
+    if model_config.get(name, off) != off and not model_config.get('dec_two_stream'):
+      raise ConfigError(f'model.{name}: these are extra queries of the query stream; '
+                        f'set model.dec_two_stream = True, or this to {off!r}')
 
 
 def diffusion_targets(patch_tokens, lengths):

@@ -87,6 +87,15 @@ def reveal_ranks(uniform, order_bias: float):
   return jnp.argsort(jnp.argsort(-keys, axis=-1), axis=-1).astype(jnp.int32)
 
 
+def lookahead_ranks(rank, lookahead: int):
+  """rank [rows, L] -> [rows, (1+K)·L] (K = lookahead): query ranks rank − d
+  for d = 0..K, block d's query at j seeing the content ranked below
+  rank_j − d: all revealed before j but the last d (none when below 0).
+  Block 0 is two streams' own query; the others are its lookahead queries
+  (model.dec_lookahead, `speculative`)."""
+  return jnp.concatenate([rank - d for d in range(lookahead + 1)], axis=1)
+
+
 def next_reveal_probs(hidden, order_bias: float):
   """q(j | S) [rows, L]: the probability that hidden position j (bool
   [rows, L]) is the next one revealed, 0 at visible positions."""

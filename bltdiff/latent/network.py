@@ -65,6 +65,7 @@ class LatentDenoiser(nn.Module):
   dec_entropy_head: bool = False  # its Ĥ(p): a head's prediction, not the first pass
   dec_block_queries: bool = False  # two streams: also train the T < L steps' predictions
   dec_previous_symbol: bool = False  # its tokens also embed the symbol before them
+  dec_lookahead: int = 0  # two streams: queries without the 1..K symbols before (drafts)
 
   @classmethod
   def from_config(cls, model_config, num_slots: int, max_patch_len: int) -> 'LatentDenoiser':
@@ -79,6 +80,7 @@ class LatentDenoiser(nn.Module):
                dec_entropy_head=bool(model_config.get('dec_entropy_head', False)),
                dec_block_queries=bool(model_config.get('dec_block_queries', False)),
                dec_previous_symbol=bool(model_config.get('dec_previous_symbol', False)),
+               dec_lookahead=int(model_config.get('dec_lookahead', 0)),
                **{f: model_config[f] for f in fields})
 
   def setup(self):
@@ -166,7 +168,7 @@ class LatentDenoiser(nn.Module):
       if self.dec_two_stream:
         bound, hits, valid = ordered_patch_nll(
             lambda y, r, q: self.decoder.ordered(cond_r, y, r, q), tok_r, len_r, key,
-            self.dec_order_bias, self.dec_block_queries)
+            self.dec_order_bias, self.dec_block_queries, self.dec_lookahead)
       else:
         bound, hits, valid = diffusion_patch_nelbo(lambda z: self.decoder(cond_r, z), tok_r,
                                                    len_r, key, self.dec_order_bias)

@@ -61,7 +61,7 @@ def diffusion_patch_nelbo(decoder_fn, patch_tokens, lengths, key, order_bias: fl
 
 
 def ordered_patch_nll(ordered_fn, patch_tokens, lengths, key, order_bias: float = 0.0,
-                      block_queries: bool = False):
+                      block_queries: bool = False, lookahead: int = 0):
   """The intra-patch NELBO of two streams, per row: draw one reveal order σ
   (Plackett–Luce, `intra_patch.reveal_ranks`), then
 
@@ -75,9 +75,16 @@ def ordered_patch_nll(ordered_fn, patch_tokens, lengths, key, order_bias: float 
   block_queries: a second query per position that sees only the blocks
   revealed before its own in a T-step draw (T ~ U{1..L−1} per row,
   `block_ranks`): the predictions a sampler with fewer than L steps uses,
-  which a near left-to-right order otherwise never trains. Their NLL comes
-  back as a term whose value is 0 (its gradient trains them; the bound is
-  untouched).
+  which a near left-to-right order otherwise never trains.
+
+  lookahead = K: K more queries per position, the d-th (d = 1..K) seeing
+  the content ranked below rank_j − d (`intra_patch.lookahead_ranks`): y_j
+  predicted without the d symbols revealed just before it. Left to right,
+  position r + d's d-th query sees y_<r: the drafts self-speculative
+  decoding makes for the d positions after a redrawn one (`speculative`).
+
+  The extra queries' NLL comes back as a term whose value is 0 (its gradient
+  trains them; the bound is untouched: nothing attends to a query).
 
   ordered_fn(y [rows, L], rank [rows, L], query_rank [rows, k·L] or None)
   -> log-probs [rows, k·L, DEC_VOCAB] (`DiffusionDecoder.ordered`). Returns
@@ -87,15 +94,15 @@ def ordered_patch_nll(ordered_fn, patch_tokens, lengths, key, order_bias: float 
   order_key, steps_key = jax.random.split(key)
   rows, L = y.shape
   rank = intra_patch.reveal_ranks(jax.random.uniform(order_key, y.shape), order_bias)
-  if not block_queries:
-    log_probs, targets = ordered_fn(y, rank, None), y
-  else:
+  query_rank = intra_patch.lookahead_ranks(rank, lookahead)  # [rows, (1+K)·L]
+  if block_queries:
     steps = jax.random.randint(steps_key, (rows,), 1, max(L, 2))
-    log_probs = ordered_fn(y, rank, jnp.concatenate([rank, block_ranks(rank, steps)], axis=1))
-    targets = jnp.tile(y, (1, 2))
+    query_rank = jnp.concatenate([query_rank, block_ranks(rank, steps)], axis=1)
+  log_probs = ordered_fn(y, rank, query_rank)
+  targets = jnp.tile(y, (1, query_rank.shape[1] // L))
   nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
   bound = jnp.sum(nll[:, :L], axis=-1)
-  if block_queries:
+  if query_rank.shape[1] > L:
     bound = bound + gradient_only(jnp.sum(nll[:, L:], axis=-1))
   return bound, jnp.argmax(log_probs[:, :L], -1) == y, jnp.ones(y.shape, bool)
 

@@ -23,8 +23,15 @@ tokens, with the decoder as its own drafter:
             a fixed distribution when they are drawn), which become their q.
             Settled: r + 1 (all L when nothing is rejected).
 
+Lookahead (model.dec_lookahead = K): the check pass also gives, at every j,
+p(y_j | z_<j−d) for d = 1..K, the query that does not see the d symbols
+before j. Position r + d's d-th one sees z_<r, the settled prefix, and none
+of the rejected guess: the positions r + 1 .. r + K get their fresh drafts
+from these (masked diffusion's parallel prediction given what is settled),
+the later ones from the stale p_j as above.
+
 Why exact: given the settled prefix y_<j, a draft z_j was drawn from a q_j
-fixed before its noise, independently of the acceptance draws before it, so
+(either kind) fixed before its noise, independently of the acceptance draws before it, so
 accept-or-resample yields y_j ~ p_j(· | y_<j) (the speculative-sampling
 identity min(p, q) + max(0, p − q) = p). Each pass settles at least one
 position, so a patch of len bytes costs at most len + 1 passes, the `ar`
@@ -63,6 +70,18 @@ def residual(p, q):
   return jnp.where(mass > 0, jnp.log(excess) - jnp.log(jnp.where(mass > 0, mass, 1.0)), p)
 
 
+def draft_laws(laws, first_rejected, num_positions: int):
+  """laws [r, (1+K)·L, V] (a check pass: p, then the K lookahead blocks; L =
+  num_positions), first_rejected [r] -> [r, L, V]: the law of each
+  position's fresh draft, lookahead block d = j − r at positions r + 1 ..
+  r + K (it sees the settled z_<r only), p elsewhere (module doc)."""
+  L = num_positions
+  blocks = laws.reshape((laws.shape[0], -1, L) + laws.shape[2:])  # [r, 1+K, L, V]
+  offset = jnp.arange(L)[None, :] - first_rejected[:, None]  # [r, L]
+  block = jnp.where((offset >= 1) & (offset < blocks.shape[1]), offset, 0)
+  return jnp.take_along_axis(blocks, block[:, None, :, None], axis=1)[:, 0]
+
+
 def settled(z, num_settled):
   """z [rows, L], num_settled [rows] -> bool [rows]: the patch is decided,
   its settled prefix covers L or holds an END_OF_PATCH (the rest is forced)."""
@@ -75,8 +94,9 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
   """Draws each row's patch symbols by self-speculative decoding (module doc).
 
   first_log_probs [k, L, V]: the all-masked pass; check(z [r, L], index [r])
-  -> log-probs [r, L, V] of the left-to-right chain at every position given
-  z's prefix, for the buffer rows `index` (any r of the k); steps [k]:
+  -> log-probs [r, (1+K)·L, V] of the left-to-right chain at every position
+  given z's prefix, then the K lookahead blocks (module doc; K = 0: none),
+  for the buffer rows `index` (any r of the k); steps [k]:
   T_steps(p), the most passes per row (0: the row is not decoded); key: the
   draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in one-pass
   decoding); rows as `categorical.gumbel_argmax` (default 0..k−1).
@@ -99,7 +119,8 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
   def check_rows(check_index, z, q, num_settled, index):
     """One check pass on the buffer rows `index` (all still decoding):
     (z, q, num_settled) of those rows -> their updated values."""
-    p = categorical.top_p_filter(check(z, index), top_p)
+    laws = categorical.top_p_filter(check(z, index), top_p)  # [r, (1+K)·L, V]
+    p = laws[:, :L]
     uniform = categorical.row_uniform(jax.random.fold_in(accept_key, check_index), z.shape,
                                       noise_rows[index])
     rejected = (j >= num_settled[:, None]) & ~accepted(p, q, z, uniform)
@@ -111,11 +132,12 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
                                         residual(at_rejected(p), at_rejected(q)),
                                         noise_rows[index])
-    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), p, noise_rows[index])
+    law = draft_laws(laws, first_rejected, L)
+    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), law, noise_rows[index])
     after = j > first_rejected[:, None]
     new_z = jnp.where(after, fresh, z)
     new_z = jnp.where(j == first_rejected[:, None], redrawn[:, None], new_z)
-    new_q = jnp.where(after[..., None], p, q)
+    new_q = jnp.where(after[..., None], law, q)
     return new_z, new_q, jnp.minimum(first_rejected + 1, L).astype(jnp.int32)
 
   def body(carry):

@@ -45,14 +45,15 @@ SHAPE_FREE_MODEL_FIELDS = ('model.dropout', 'model.dtype', 'model.schedule', 'mo
                            'model.attention_window', 'model.slot_weighting', 'model.masking',
                            'model.visible_weight', 'model.dec_order_bias',
                            'model.dec_nelbo_draws', 'model.dec_two_stream',
-                           'model.dec_block_queries')
+                           'model.dec_block_queries', 'model.dec_lookahead')
 
 # (section, field, value for runs saved before it, a field the section must have
 # for it to apply: the latent model's decoder options, not byte models'): each
 # value is the old behaviour.
 FIELDS_ADDED_LATER = (('train', 'ema_rate', 0.0, None),
                       ('model', 'dec_entropy_head', False, 'decoder_mode'),
-                      ('model', 'dec_previous_symbol', False, 'decoder_mode'))
+                      ('model', 'dec_previous_symbol', False, 'decoder_mode'),
+                      ('model', 'dec_lookahead', 0, 'decoder_mode'))
 
 
 def relative_to_run(path: str, workdir: str) -> str:
