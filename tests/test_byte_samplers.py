@@ -106,6 +106,28 @@ def test_gumbel_noise_is_float64_under_x64():
     assert 'f64' in str(jaxpr(jax.random.PRNGKey(0)))
 
 
+@pytest.mark.parametrize('draw', ['gumbel_argmax', 'inverse_cdf_draw'])
+def test_categorical_draws_have_the_law_and_never_draw_a_zero(draw):
+  """Both draws: frequencies match the probabilities (z-scores over 40000
+  draws, a symbol of probability 1e-3 included), a symbol of probability 0
+  never comes, float64 noise under x64, and a subset of rows drawn alone is
+  those rows of the whole batch's draw."""
+  probs = np.array([0.0, 0.5, 0.0, 0.299, 0.2, 0.001, 0.0])
+  n = 40000
+  lp = jnp.broadcast_to(jnp.log(jnp.asarray(probs, jnp.float32)), (n, probs.size))
+  fn = getattr(categorical, draw)
+  with jax.enable_x64(True):
+    x = np.asarray(jax.jit(lambda k: fn(k, lp, jnp.arange(n)))(jax.random.PRNGKey(5)))
+    assert 'f64' in str(jax.make_jaxpr(lambda k: fn(k, lp[:2]))(jax.random.PRNGKey(0)))
+    some = jnp.array([3, 17, 2])
+    np.testing.assert_array_equal(fn(jax.random.PRNGKey(5), lp[:3], some), x[np.asarray(some)])
+  counts = np.bincount(x, minlength=probs.size)
+  assert np.all(counts[probs == 0] == 0)
+  kept = probs > 0
+  z = (counts[kept] / n - probs[kept]) / np.sqrt(probs[kept] * (1 - probs[kept]) / n)
+  assert np.max(np.abs(z)) < 4.5, z
+
+
 def test_top_p_keeps_the_nucleus():
   lp = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
   kept = np.isfinite(np.asarray(categorical.top_p_filter(lp, 0.7)))

@@ -473,7 +473,8 @@ def reference_draws(model, params, key, cond, order, order_bias=0.0, two_stream=
   taken = np.full(rows, len(order))  # passes until every position before the first end is known
   for k, ranks in enumerate(order):
     lp = denoiser(L, order_bias, two_stream)(cond, jnp.asarray(z), jnp.asarray(rank, jnp.int32))
-    drawn = np.asarray(categorical.gumbel_argmax(jax.random.fold_in(step_key, k), lp, every_row))
+    drawn = np.asarray(categorical.inverse_cdf_draw(jax.random.fold_in(step_key, k), lp,
+                                                    every_row))
     new = np.isin(rank, ranks)
     z = np.where(new, drawn, z)
     for r in range(rows):

@@ -160,7 +160,7 @@ class PatchDecoder:
   def _ar_pick(key, top_p, rows):
     """pick(log-probs [r, V], position, index [r] or None: all) drawing the buffer
     rows' symbols, position j with `fold_in(key, j)`, row r's noise its own."""
-    return lambda lp, j, index: categorical.gumbel_argmax(
+    return lambda lp, j, index: categorical.inverse_cdf_draw(
         jax.random.fold_in(key, j), categorical.top_p_filter(lp, top_p),
         rows if index is None else rows[index])
 
@@ -188,7 +188,7 @@ class PatchDecoder:
 
   def _draw_parallel(self, params, key, cond, top_p, rows):
     keys = jax.random.split(key, 3)
-    pick = lambda part, lp: categorical.gumbel_argmax(
+    pick = lambda part, lp: categorical.inverse_cdf_draw(
         keys[part], categorical.top_p_filter(lp, top_p), rows)
     out, lengths, entropy, _ = self._decode_parallel(params, cond, pick)
     return out, lengths, entropy

@@ -28,7 +28,7 @@ def reveal_draw(first_log_probs, denoise, steps, rank, key, top_p: float = 1.0, 
   [r]) -> log-probs [r, L, V] of the hidden positions given the visible ones,
   for the buffer rows `index` (any r of the k); steps [k]: T_steps(p) per row
   (0: not decoded); rank [k, L]: the reveal order; key: step k draws with
-  `fold_in(key, k)`; rows as `categorical.gumbel_argmax` (default 0..k−1).
+  `fold_in(key, k)`; rows as `categorical.inverse_cdf_draw` (default 0..k−1).
   -> (z [k, L] symbols; passes run per row [k]; rows denoise ran, summed [])."""
   k, L = rank.shape
   noise_rows = jnp.arange(k) if rows is None else rows
@@ -37,9 +37,9 @@ def reveal_draw(first_log_probs, denoise, steps, rank, key, top_p: float = 1.0, 
     return (step < steps) & ~patch_complete(z)
 
   def reveal(step, log_probs, z, index):  # the rows `index` of the buffer
-    drawn = categorical.gumbel_argmax(jax.random.fold_in(key, step),
-                                      categorical.top_p_filter(log_probs, top_p),
-                                      noise_rows[index])
+    drawn = categorical.inverse_cdf_draw(jax.random.fold_in(key, step),
+                                         categorical.top_p_filter(log_probs, top_p),
+                                         noise_rows[index])
     quota = reveal_quota(step, steps[index], L)
     return jnp.where((z == vocab.MASK) & (rank[index] < quota[:, None]), drawn, z)
 

@@ -99,7 +99,7 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
   for the buffer rows `index` (any r of the k); steps [k]:
   T_steps(p), the most passes per row (0: the row is not decoded); key: the
   draws' key (the first pass's draw is `fold_in(key, 0)`'s, as in one-pass
-  decoding); rows as `categorical.gumbel_argmax` (default 0..k−1).
+  decoding); rows as `categorical.inverse_cdf_draw` (default 0..k−1).
   -> (z [k, L] symbols, bytes then END_OF_PATCH; passes [k] run per row; rows
   check ran, summed []). Each check pass (the decoder and its draws) runs on
   the rows still decoding only, gathered on `slot_gather`'s ladder."""
@@ -108,7 +108,7 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
   noise_rows = jnp.arange(k) if rows is None else rows
   accept_key, draw_key = jax.random.split(jax.random.fold_in(key, 1))
   q = categorical.top_p_filter(first_log_probs, top_p)
-  z = categorical.gumbel_argmax(jax.random.fold_in(key, 0), q, noise_rows)
+  z = categorical.inverse_cdf_draw(jax.random.fold_in(key, 0), q, noise_rows)
   decoding = steps > 0
   num_settled = jnp.where(decoding, 1, 0).astype(jnp.int32)
   passes = num_settled
@@ -129,11 +129,12 @@ def speculative_draw(first_log_probs, check, steps, key, top_p: float = 1.0, row
     at = jnp.minimum(first_rejected, L - 1)[:, None, None]
     at_rejected = lambda x: jnp.take_along_axis(x, at, axis=1)[:, 0]  # [r, V]
     noise_key = jax.random.fold_in(draw_key, check_index)
-    redrawn = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 0),
-                                        residual(at_rejected(p), at_rejected(q)),
-                                        noise_rows[index])
+    redrawn = categorical.inverse_cdf_draw(jax.random.fold_in(noise_key, 0),
+                                           residual(at_rejected(p), at_rejected(q)),
+                                           noise_rows[index])
     law = draft_laws(laws, first_rejected, L)
-    fresh = categorical.gumbel_argmax(jax.random.fold_in(noise_key, 1), law, noise_rows[index])
+    fresh = categorical.inverse_cdf_draw(jax.random.fold_in(noise_key, 1), law,
+                                         noise_rows[index])
     after = j > first_rejected[:, None]
     new_z = jnp.where(after, fresh, z)
     new_z = jnp.where(j == first_rejected[:, None], redrawn[:, None], new_z)
