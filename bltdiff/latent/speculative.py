@@ -31,12 +31,13 @@ from these (masked diffusion's parallel prediction given what is settled),
 the later ones from the stale p_j as above.
 
 Why exact: given the settled prefix y_<j, a draft z_j was drawn from a q_j
-(either kind) fixed before its noise, independently of the acceptance draws before it, so
-accept-or-resample yields y_j ~ p_j(· | y_<j) (the speculative-sampling
-identity min(p, q) + max(0, p − q) = p). Each pass settles at least one
-position, so a patch of len bytes costs at most len + 1 passes, the `ar`
-decoder's count, and fewer when drafts are right. A row stops when its
-settled prefix holds an END_OF_PATCH (the rest is forced) or covers L.
+(either kind) fixed before its noise, independently of the acceptance draws
+before it, so accept-or-resample yields y_j ~ p_j(· | y_<j) (the
+speculative-sampling identity min(p, q) + max(0, p − q) = p). Each pass
+settles at least one position, so a patch of len bytes costs at most len + 1
+passes, the `ar` decoder's count, and fewer when drafts are right. A row
+stops when its settled prefix holds an END_OF_PATCH (the rest is forced) or
+covers L.
 
 T_steps(p) (`intra_patch`) caps a row's passes: a row stopped by the cap
 keeps its last drafts, so α = 0 with T_min = 1 is one-pass decoding and

@@ -1,9 +1,10 @@
 """Categorical draws for samplers: float64 Gumbel noise or an inverted CDF, and
 nucleus filtering.
 
-Categorical draws use float64 Gumbel noise: float32 noise truncates the tail of
-the Gumbel distribution, which silently lowers the sampling temperature and
-fakes a good generative perplexity (Zheng et al. 2024). Run the jitted sampler
+Categorical draws use float64 noise (Gumbel per symbol, or one uniform per draw
+through the inverted CDF): float32 noise truncates the tail of the Gumbel
+distribution, which silently lowers the sampling temperature and fakes a good
+generative perplexity (Zheng et al. 2024). Run the jitted sampler
 under `with jax.enable_x64(True):` (see `run_with_x64`) so float64 exists inside it.
 """
 
