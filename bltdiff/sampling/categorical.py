@@ -52,9 +52,23 @@ def inverse_cdf_draw(key, log_probs, rows=None):
   like the Gumbel noise (a float32 u would cut the tail at 2^-24); a symbol of
   probability 0 is never drawn. rows as `row_uniform`."""
   u = row_uniform(key, log_probs.shape[:-1], rows)
-  cdf = jnp.cumsum(jnp.exp(log_probs.astype(u.dtype)), axis=-1)
+  cdf = blocked_cumsum(jnp.exp(log_probs.astype(u.dtype)))
   below = jnp.sum(cdf < u[..., None] * cdf[..., -1:], axis=-1)
   return jnp.minimum(below, log_probs.shape[-1] - 1).astype(jnp.int32)
+
+
+def blocked_cumsum(x, block: int = 16):
+  """Cumulative sum over the last axis of x [..., V] by blocks of `block`:
+  within each block and over the block totals by small triangular matmuls.
+  Why not jnp.cumsum: on CPU it lowers to a scan that, inside the samplers'
+  loops over large row buffers, took XLA minutes to compile."""
+  v = x.shape[-1]
+  n = -(-v // block)
+  blocks = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n * block - v)]).reshape(
+      x.shape[:-1] + (n, block))
+  inner = blocks @ jnp.triu(jnp.ones((block, block), x.dtype))  # within each block
+  offsets = jnp.sum(blocks, -1) @ jnp.triu(jnp.ones((n, n), x.dtype), 1)  # blocks before
+  return (inner + offsets[..., None]).reshape(x.shape[:-1] + (n * block,))[..., :v]
 
 
 def top_p_filter(log_probs, top_p: float):
