@@ -77,6 +77,8 @@ def draft_laws(laws, first_rejected, num_positions: int):
   position's fresh draft, lookahead block d = j − r at positions r + 1 ..
   r + K (it sees the settled z_<r only), p elsewhere (module doc)."""
   L = num_positions
+  if laws.shape[1] == L:  # K = 0: p everywhere, no gather on the check loop
+    return laws
   blocks = laws.reshape((laws.shape[0], -1, L) + laws.shape[2:])  # [r, 1+K, L, V]
   offset = jnp.arange(L)[None, :] - first_rejected[:, None]  # [r, L]
   block = jnp.where((offset >= 1) & (offset < blocks.shape[1]), offset, 0)
